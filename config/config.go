@@ -1,0 +1,315 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole gateway configuration.
+type Config struct {
+	// Listen is the data-plane address. Default 127.0.0.1:8080.
+	Listen string `yaml:"listen"`
+	// TLS serves the data plane over TLS when both files are set.
+	TLS TLS `yaml:"tls"`
+	// Admin is the admin API listener.
+	Admin Admin `yaml:"admin"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+	// Server holds the client-facing limits and timeouts.
+	Server Server `yaml:"server"`
+	// Upstreams are the named pools of app instances.
+	Upstreams map[string]*Upstream `yaml:"upstreams"`
+	// Routes map requests to upstreams; the first match wins, and a
+	// longer path prefix is tried before a shorter one.
+	Routes []Route `yaml:"routes"`
+
+	// Path is the file the configuration was read from, if any.
+	Path string `yaml:"-"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Admin configures the admin listener (API, metrics, dashboard).
+type Admin struct {
+	// Listen defaults to 127.0.0.1:9901. A non-loopback address needs a Token.
+	Listen string `yaml:"listen"`
+	// Token, when set, is required as "Authorization: Bearer <token>" on
+	// every mutating call. By default there is none.
+	Token string `yaml:"token"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is text (default) or json.
+	Format string `yaml:"format"`
+	// Access turns on one access-log line per request. Default off.
+	Access bool `yaml:"access"`
+}
+
+// Server holds client-facing limits.
+type Server struct {
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers. Default 10s.
+	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes idle client keep-alive connections. Default 60s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes bounds the request header block (431 beyond). Default 64KiB.
+	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
+	// MaxBodyBytes bounds a request body (413 beyond). Default 10MiB.
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// TrustedProxies are CIDRs (or addresses) whose X-Forwarded-For is
+	// believed. By default none is.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// GracePeriod bounds how long shutdown waits for in-flight requests. Default 30s.
+	GracePeriod Duration `yaml:"grace_period"`
+}
+
+// Upstream is one pool of app instances.
+type Upstream struct {
+	// Algorithm is round-robin (default), weighted-round-robin,
+	// least-connections, least-response-time or ip-hash.
+	Algorithm string `yaml:"algorithm"`
+	// Backends are the instances.
+	Backends []Backend `yaml:"backends"`
+	// Health configures active health checks. Without a path there are none.
+	Health Health `yaml:"health"`
+	// Passive configures ejection from real traffic.
+	Passive Passive `yaml:"passive"`
+	// Retries bounds retries to other backends.
+	Retries Retries `yaml:"retries"`
+	// Timeouts towards the backends.
+	Timeouts Timeouts `yaml:"timeouts"`
+	// MaxConnsPerBackend bounds the keep-alive pool to each backend. Default 512.
+	MaxConnsPerBackend int `yaml:"max_conns_per_backend"`
+	// DrainTimeout bounds how long a removed backend may finish its
+	// in-flight requests. Default 30s.
+	DrainTimeout Duration `yaml:"drain_timeout"`
+}
+
+// Backend is one app instance.
+type Backend struct {
+	// URL is http://host:port or https://host:port.
+	URL string `yaml:"url"`
+	// Weight is the relative share for weighted algorithms. Default 1.
+	Weight int `yaml:"weight"`
+}
+
+// Health configures active health checks.
+type Health struct {
+	Path   string `yaml:"path"`
+	Method string `yaml:"method"`
+	// Interval between checks. Default 5s.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one check. Default 2s (never above the interval).
+	Timeout Duration `yaml:"timeout"`
+	// ExpectStatus is a range such as "200-399" (the default) or one code.
+	ExpectStatus string `yaml:"expect_status"`
+	// UnhealthyAfter consecutive failures. Default 3.
+	UnhealthyAfter int `yaml:"unhealthy_after"`
+	// HealthyAfter consecutive successes. Default 2.
+	HealthyAfter int `yaml:"healthy_after"`
+}
+
+// Passive configures ejection of backends that fail real traffic.
+type Passive struct {
+	// Enabled defaults to true.
+	Enabled *bool `yaml:"enabled"`
+	// Failures in a row that eject a backend. Default 5.
+	Failures int `yaml:"failures"`
+	// EjectFor is the first ejection's length. Default 10s.
+	EjectFor Duration `yaml:"eject_for"`
+	// MaxEjectFor caps repeated ejections. Default 5m.
+	MaxEjectFor Duration `yaml:"max_eject_for"`
+	// MaxEjectedPercent of the pool at once. Default 50.
+	MaxEjectedPercent int `yaml:"max_ejected_percent"`
+}
+
+// Retries bounds retries.
+type Retries struct {
+	// Max extra tries per request. Default 2; 0 is taken as the default,
+	// write -1 to disable retries.
+	Max int `yaml:"max"`
+	// BudgetPercent caps retries as a share of requests. Default 20.
+	BudgetPercent int `yaml:"budget_percent"`
+}
+
+// Timeouts towards backends.
+type Timeouts struct {
+	// Dial default 2s.
+	Dial Duration `yaml:"dial"`
+	// ResponseHeader default 30s.
+	ResponseHeader Duration `yaml:"response_header"`
+	// Idle keep-alive connections to backends are closed after this. Default 90s.
+	Idle Duration `yaml:"idle"`
+}
+
+// Route sends matching requests to an upstream.
+type Route struct {
+	// Host matches the request's Host (without port), exactly or as
+	// "*.example.com". Empty matches every host.
+	Host string `yaml:"host"`
+	// PathPrefix matches the request path. Default "/".
+	PathPrefix string `yaml:"path_prefix"`
+	// Upstream names the pool.
+	Upstream string `yaml:"upstream"`
+}
+
+// Algorithms lists the balancing algorithms the gateway knows.
+var Algorithms = []string{"round-robin", "weighted-round-robin", "least-connections", "least-response-time", "ip-hash"}
+
+// Load reads and validates the file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c.Path = path
+	return c, nil
+}
+
+// Error is a problem at one place of the file.
+type Error struct {
+	// Line is 1-based; 0 when the field is absent from the file.
+	Line int
+	// Field is the dotted path of the field, e.g. upstreams.app.algorithm.
+	Field string
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Field, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.Field, e.Msg)
+}
+
+// Parse decodes and validates a YAML document. Unknown keys are errors.
+func Parse(data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("parsing yaml: %w", err)
+	}
+	if len(root.Content) == 0 {
+		return nil, errors.New("config is empty")
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	c := &Config{}
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("decoding config: %w", err)
+	}
+	v := &validator{root: root.Content[0]}
+	c.applyDefaults()
+	c.validate(v)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return c, nil
+}
+
+type validator struct {
+	root *yaml.Node
+	errs []error
+}
+
+// line finds the line of a dotted path ("upstreams.app.backends.1.url");
+// when the path is absent it falls back to the nearest present parent.
+func (v *validator) line(path string) int {
+	n := v.root
+	line := n.Line
+	for _, part := range strings.Split(path, ".") {
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part {
+					next = n.Content[i+1]
+					line = n.Content[i].Line
+					break
+				}
+			}
+		case yaml.SequenceNode:
+			var idx int
+			if _, err := fmt.Sscanf(part, "%d", &idx); err == nil && idx >= 0 && idx < len(n.Content) {
+				next = n.Content[idx]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n = next
+	}
+	return line
+}
+
+func (v *validator) errf(path, format string, args ...any) {
+	v.errs = append(v.errs, &Error{Line: v.line(path), Field: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Names returns the upstream names in sorted order.
+func (c *Config) Names() []string {
+	names := make([]string, 0, len(c.Upstreams))
+	for n := range c.Upstreams {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// TrustedPrefixes returns Server.TrustedProxies parsed; Parse has
+// validated them already.
+func (c *Config) TrustedPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range c.Server.TrustedProxies {
+		if p, err := parsePrefix(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// IsLoopback reports whether a listen address binds only loopback.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
+}

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// minimal is the configuration issue #2 requires to work exactly as written.
+const minimal = `listen: 127.0.0.1:8080
+admin:
+  listen: 127.0.0.1:9901
+upstreams:
+  app:
+    algorithm: round-robin
+    backends:
+      - url: http://127.0.0.1:9001
+      - url: http://127.0.0.1:9002
+        weight: 2
+    health:
+      path: /health
+      interval: 1s
+routes:
+  - path_prefix: /
+    upstream: app
+`
+
+func TestMinimalConfig(t *testing.T) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.Upstreams["app"]
+	if u == nil || len(u.Backends) != 2 || u.Backends[0].Weight != 1 || u.Backends[1].Weight != 2 {
+		t.Fatalf("backends = %+v", u)
+	}
+	if u.Health.Interval.Std() != time.Second || u.Health.Timeout.Std() != time.Second {
+		t.Errorf("health interval/timeout = %v/%v, want 1s/1s (timeout capped at interval)", u.Health.Interval.Std(), u.Health.Timeout.Std())
+	}
+	if lo, hi, _ := u.Health.StatusRange(); lo != 200 || hi != 399 {
+		t.Errorf("status range %d-%d", lo, hi)
+	}
+	if u.Health.UnhealthyAfter != 3 || u.Health.HealthyAfter != 2 || u.Passive.MaxEjectedPercent != 50 || !*u.Passive.Enabled {
+		t.Errorf("defaults not applied: %+v %+v", u.Health, u.Passive)
+	}
+	if u.DrainTimeout.Std() != 30*time.Second || u.Retries.Max != 2 {
+		t.Errorf("drain %v retries %d", u.DrainTimeout.Std(), u.Retries.Max)
+	}
+	if c.Routes[0].PathPrefix != "/" || c.Routes[0].Upstream != "app" {
+		t.Errorf("routes %+v", c.Routes)
+	}
+}
+
+func TestBadConfigNamesFieldAndLine(t *testing.T) {
+	tests := []struct {
+		name    string
+		old     string
+		new     string
+		want    []string // substrings of the error
+		wantLn  string
+	}{
+		{"misspelt algorithm", "algorithm: round-robin", "algorithm: round-robbin", []string{"upstreams.app.algorithm", `"round-robbin"`}, "line 6"},
+		{"unknown key", "    health:", "    healht:", []string{"healht"}, "line 11"},
+		{"bad duration", "interval: 1s", "interval: fast", []string{`"fast" is not a duration`}, "line 13"},
+		{"bare number duration", "interval: 1s", "interval: 5", []string{"not a duration"}, "line 13"},
+		{"route to missing upstream", "    upstream: app\n", "    upstream: web\n", []string{"routes.0.upstream", `"web"`}, "line 16"},
+		{"bad backend url", "http://127.0.0.1:9001", "127.0.0.1:9001", []string{"upstreams.app.backends.0.url"}, "line 8"},
+		{"backend with path", "http://127.0.0.1:9001", "http://127.0.0.1:9001/app", []string{"remove the path"}, "line 8"},
+		{"duplicate backend", "http://127.0.0.1:9002", "http://127.0.0.1:9001", []string{"duplicates backend 0"}, "line 9"},
+		{"negative weight", "weight: 2", "weight: -2", []string{"upstreams.app.backends.1.weight"}, "line 10"},
+		{"public admin without token", "listen: 127.0.0.1:9901", "listen: 0.0.0.0:9901", []string{"admin.token", "not loopback"}, "line 3"},
+		{"bad listen", "listen: 127.0.0.1:8080", "listen: 8080", []string{"listen", "not host:port"}, "line 1"},
+		{"health path", "path: /health", "path: health", []string{"health.path"}, "line 12"},
+		{"type error", "weight: 2", "weight: heavy", []string{"heavy"}, "line 10"},
+		{"prefix without slash", "path_prefix: /", "path_prefix: api", []string{"routes.0.path_prefix"}, "line 15"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(minimal, tt.old, tt.new, 1)
+			if src == minimal {
+				t.Fatalf("replacement %q not applied", tt.old)
+			}
+			_, err := Parse([]byte(src))
+			if err == nil {
+				t.Fatal("bad config accepted")
+			}
+			msg := err.Error()
+			for _, w := range append(tt.want, tt.wantLn) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEmptyAndMissing(t *testing.T) {
+	for _, src := range []string{"", "listen: 127.0.0.1:1\n", "upstreams: {}\nroutes: []\n"} {
+		if _, err := Parse([]byte(src)); err == nil {
+			t.Errorf("%q accepted", src)
+		}
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "nope.yaml")); err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]ByteSize{"512": 512, "64KiB": 64 << 10, "10MB": 10_000_000, "64MiB": 64 << 20, "1G": 1 << 30} {
+		got, err := ParseByteSize(in)
+		if err != nil || got != want {
+			t.Errorf("%s = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "-1", "MiB", "1.5MiB", "99999999999GiB"} {
+		if _, err := ParseByteSize(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte("upstreams: {a: {backends: [{url: 'http://x:1'}]}}\nroutes: [{upstream: a}]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err == nil && (len(c.Upstreams) == 0 || len(c.Routes) == 0) {
+			t.Fatalf("accepted a config without upstreams or routes")
+		}
+	})
+}

@@ -1,0 +1,228 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func (c *Config) applyDefaults() {
+	if c.Listen == "" {
+		c.Listen = "127.0.0.1:8080"
+	}
+	if c.Admin.Listen == "" {
+		c.Admin.Listen = "127.0.0.1:9901"
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	s := &c.Server
+	def(&s.ReadHeaderTimeout, Duration(10*time.Second))
+	def(&s.IdleTimeout, Duration(60*time.Second))
+	def(&s.MaxHeaderBytes, 64<<10)
+	def(&s.MaxBodyBytes, 10<<20)
+	def(&s.GracePeriod, Duration(30*time.Second))
+	for _, u := range c.Upstreams {
+		if u == nil {
+			continue
+		}
+		if u.Algorithm == "" {
+			u.Algorithm = "round-robin"
+		}
+		for i := range u.Backends {
+			def(&u.Backends[i].Weight, 1)
+		}
+		h := &u.Health
+		if h.Method == "" {
+			h.Method = "GET"
+		}
+		def(&h.Interval, Duration(5*time.Second))
+		def(&h.Timeout, Duration(2*time.Second))
+		if h.Timeout > h.Interval {
+			h.Timeout = h.Interval
+		}
+		if h.ExpectStatus == "" {
+			h.ExpectStatus = "200-399"
+		}
+		def(&h.UnhealthyAfter, 3)
+		def(&h.HealthyAfter, 2)
+		p := &u.Passive
+		if p.Enabled == nil {
+			t := true
+			p.Enabled = &t
+		}
+		def(&p.Failures, 5)
+		def(&p.EjectFor, Duration(10*time.Second))
+		def(&p.MaxEjectFor, Duration(5*time.Minute))
+		def(&p.MaxEjectedPercent, 50)
+		if u.Retries.Max == 0 {
+			u.Retries.Max = 2
+		}
+		def(&u.Retries.BudgetPercent, 20)
+		def(&u.Timeouts.Dial, Duration(2*time.Second))
+		def(&u.Timeouts.ResponseHeader, Duration(30*time.Second))
+		def(&u.Timeouts.Idle, Duration(90*time.Second))
+		def(&u.MaxConnsPerBackend, 512)
+		def(&u.DrainTimeout, Duration(30*time.Second))
+	}
+	for i := range c.Routes {
+		if c.Routes[i].PathPrefix == "" {
+			c.Routes[i].PathPrefix = "/"
+		}
+	}
+}
+
+func def[T comparable](p *T, v T) {
+	var zero T
+	if *p == zero {
+		*p = v
+	}
+}
+
+func (c *Config) validate(v *validator) {
+	checkListen(v, "listen", c.Listen)
+	checkListen(v, "admin.listen", c.Admin.Listen)
+	if c.Admin.Token == "" && !IsLoopback(c.Admin.Listen) {
+		v.errf("admin.listen", "%s is not loopback: set admin.token, or listen on 127.0.0.1", c.Admin.Listen)
+	}
+	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
+		v.errf("tls", "set both cert and key, or neither")
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
+		v.errf("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		v.errf("log.format", "unknown format %q (want text or json)", c.Log.Format)
+	}
+	for i, s := range c.Server.TrustedProxies {
+		if _, err := parsePrefix(s); err != nil {
+			v.errf(fmt.Sprintf("server.trusted_proxies.%d", i), "%q is not an address or CIDR", s)
+		}
+	}
+	if len(c.Upstreams) == 0 {
+		v.errf("upstreams", "no upstream is defined")
+	}
+	for _, name := range c.Names() {
+		c.validateUpstream(v, name)
+	}
+	if len(c.Routes) == 0 {
+		v.errf("routes", "no route is defined: add one with path_prefix and upstream")
+	}
+	for i, r := range c.Routes {
+		p := fmt.Sprintf("routes.%d", i)
+		if r.Upstream == "" {
+			v.errf(p+".upstream", "missing")
+		} else if _, ok := c.Upstreams[r.Upstream]; !ok {
+			v.errf(p+".upstream", "no upstream named %q (have %s)", r.Upstream, strings.Join(c.Names(), ", "))
+		}
+		if !strings.HasPrefix(r.PathPrefix, "/") {
+			v.errf(p+".path_prefix", "%q must start with /", r.PathPrefix)
+		}
+		if strings.ContainsAny(r.Host, "/: ") {
+			v.errf(p+".host", "%q must be a host name without scheme or port", r.Host)
+		}
+	}
+}
+
+func checkListen(v *validator, field, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.errf(field, "%q is not host:port", addr)
+		return
+	}
+	_ = host
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.errf(field, "%q has no valid port", addr)
+	}
+}
+
+func (c *Config) validateUpstream(v *validator, name string) {
+	p := "upstreams." + name
+	u := c.Upstreams[name]
+	if u == nil {
+		v.errf(p, "empty upstream: give it backends")
+		return
+	}
+	if !slices.Contains(Algorithms, u.Algorithm) {
+		v.errf(p+".algorithm", "unknown algorithm %q (want one of %s)", u.Algorithm, strings.Join(Algorithms, ", "))
+	}
+	seen := map[string]int{}
+	for i, b := range u.Backends {
+		bp := fmt.Sprintf("%s.backends.%d", p, i)
+		pu, err := url.Parse(b.URL)
+		switch {
+		case b.URL == "":
+			v.errf(bp+".url", "missing")
+		case err != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "":
+			v.errf(bp+".url", "%q is not an http:// or https:// URL with a host", b.URL)
+		case pu.Path != "" && pu.Path != "/" || pu.RawQuery != "" || pu.User != nil:
+			v.errf(bp+".url", "%q: only scheme, host and port are used; remove the path, query or user info", b.URL)
+		default:
+			key := pu.Host
+			if j, dup := seen[key]; dup {
+				v.errf(bp+".url", "%q duplicates backend %d", b.URL, j)
+			}
+			seen[key] = i
+		}
+		if b.Weight < 1 || b.Weight > 1000 {
+			v.errf(bp+".weight", "%d is out of range 1..1000", b.Weight)
+		}
+	}
+	h := u.Health
+	if h.Path != "" && !strings.HasPrefix(h.Path, "/") {
+		v.errf(p+".health.path", "%q must start with /", h.Path)
+	}
+	if !slices.Contains([]string{"GET", "HEAD", "OPTIONS", "POST"}, h.Method) {
+		v.errf(p+".health.method", "unsupported method %q (want GET, HEAD, OPTIONS or POST)", h.Method)
+	}
+	if h.Interval.Std() < 10*time.Millisecond {
+		v.errf(p+".health.interval", "%s is too short (at least 10ms)", h.Interval.Std())
+	}
+	if _, _, err := h.StatusRange(); err != nil {
+		v.errf(p+".health.expect_status", "%v", err)
+	}
+	if h.UnhealthyAfter < 1 {
+		v.errf(p+".health.unhealthy_after", "must be at least 1")
+	}
+	if h.HealthyAfter < 1 {
+		v.errf(p+".health.healthy_after", "must be at least 1")
+	}
+	if u.Passive.MaxEjectedPercent < 0 || u.Passive.MaxEjectedPercent > 100 {
+		v.errf(p+".passive.max_ejected_percent", "%d is out of range 0..100", u.Passive.MaxEjectedPercent)
+	}
+	if u.Passive.Failures < 1 {
+		v.errf(p+".passive.failures", "must be at least 1")
+	}
+	if u.Retries.Max < -1 || u.Retries.Max > 10 {
+		v.errf(p+".retries.max", "%d is out of range -1..10", u.Retries.Max)
+	}
+	if u.Retries.BudgetPercent < 0 || u.Retries.BudgetPercent > 100 {
+		v.errf(p+".retries.budget_percent", "%d is out of range 0..100", u.Retries.BudgetPercent)
+	}
+	if u.MaxConnsPerBackend < 1 {
+		v.errf(p+".max_conns_per_backend", "must be at least 1")
+	}
+}
+
+// StatusRange parses ExpectStatus: "200-399" or a single code "204".
+func (h Health) StatusRange() (lo, hi int, err error) {
+	s := strings.TrimSpace(h.ExpectStatus)
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err1 := strconv.Atoi(strings.TrimSpace(a))
+	hi = lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.Atoi(strings.TrimSpace(b))
+	}
+	if err1 != nil || err2 != nil || lo < 100 || hi > 599 || lo > hi {
+		return 0, 0, fmt.Errorf("%q is not a status or range such as 200-399", h.ExpectStatus)
+	}
+	return lo, hi, nil
+}
