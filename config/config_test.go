@@ -55,11 +55,11 @@ func TestMinimalConfig(t *testing.T) {
 
 func TestBadConfigNamesFieldAndLine(t *testing.T) {
 	tests := []struct {
-		name    string
-		old     string
-		new     string
-		want    []string // substrings of the error
-		wantLn  string
+		name   string
+		old    string
+		new    string
+		want   []string // substrings of the error
+		wantLn string
 	}{
 		{"misspelt algorithm", "algorithm: round-robin", "algorithm: round-robbin", []string{"upstreams.app.algorithm", `"round-robbin"`}, "line 6"},
 		{"unknown key", "    health:", "    healht:", []string{"healht"}, "line 11"},
