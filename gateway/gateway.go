@@ -1,0 +1,293 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/valyala/fasthttp"
+
+	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/config"
+	"github.com/scaleout/scaleout/proxy"
+)
+
+// Options are the parts of a Gateway that do not come from the file.
+type Options struct {
+	// Logger receives the gateway's logs. Default slog.Default().
+	Logger *slog.Logger
+	// Registry receives the gateway's metrics. Default: a new registry
+	// with the Go and process collectors.
+	Registry *prometheus.Registry
+}
+
+// Gateway is a running (or ready to run) scaleout gateway.
+type Gateway struct {
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *gatewayMetrics
+
+	mu     sync.Mutex // serialises Reload and admin mutations
+	cfg    *config.Config
+	ups    map[string]*upstream
+	router atomic.Pointer[router]
+	runCtx context.Context // set by Run: pools started later run under it
+
+	server *fasthttp.Server
+	admin  *http.Server
+	ready  chan struct{} // closed when both listeners are bound
+	addrs  struct{ data, admin net.Addr }
+}
+
+// New builds a gateway from cfg without binding any port.
+func New(cfg *config.Config, opt Options) (*Gateway, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Registry == nil {
+		opt.Registry = prometheus.NewRegistry()
+		opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	g := &Gateway{
+		log:   opt.Logger,
+		reg:   opt.Registry,
+		cfg:   cfg,
+		ups:   map[string]*upstream{},
+		ready: make(chan struct{}),
+	}
+	for _, name := range cfg.Names() {
+		u, err := g.newUpstream(name, cfg.Upstreams[name], cfg)
+		if err != nil {
+			return nil, err
+		}
+		g.ups[name] = u
+	}
+	g.router.Store(newRouter(cfg.Routes, g.ups))
+	g.metrics = newGatewayMetrics()
+	for _, c := range []prometheus.Collector{g.metrics, balancer.NewCollector(g.pools), proxyCollector{g}} {
+		if err := g.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	g.server = proxy.NewServer(proxy.ServerConfig{
+		ReadHeaderTimeout:   cfg.Server.ReadHeaderTimeout.Std(),
+		IdleTimeout:         cfg.Server.IdleTimeout.Std(),
+		MaxHeaderBytes:      int(cfg.Server.MaxHeaderBytes),
+		MaxRequestBodyBytes: int64(cfg.Server.MaxBodyBytes),
+	}, g.handle, g.log)
+	g.admin = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	return g, nil
+}
+
+// upstream is a named pool with its proxy; it outlives reloads while its
+// name stays in the file.
+type upstream struct {
+	name    string
+	cfg     config.Upstream
+	pool    *balancer.Pool
+	proxy   *proxy.Proxy
+	cancel  context.CancelFunc // stops the pool's health checks
+	dynamic map[string]int     // backends added through the admin API: id → weight
+}
+
+func balancerConfig(u *config.Upstream, log *slog.Logger) balancer.Config {
+	lo, hi, _ := u.Health.StatusRange()
+	return balancer.Config{
+		Algorithm: u.Algorithm,
+		Health: balancer.HealthConfig{
+			Path:           u.Health.Path,
+			Method:         u.Health.Method,
+			Interval:       u.Health.Interval.Std(),
+			Timeout:        u.Health.Timeout.Std(),
+			StatusMin:      lo,
+			StatusMax:      hi,
+			UnhealthyAfter: u.Health.UnhealthyAfter,
+			HealthyAfter:   u.Health.HealthyAfter,
+		},
+		Passive: balancer.PassiveConfig{
+			Disabled:          !*u.Passive.Enabled,
+			Failures:          u.Passive.Failures,
+			EjectFor:          u.Passive.EjectFor.Std(),
+			MaxEjectFor:       u.Passive.MaxEjectFor.Std(),
+			MaxEjectedPercent: u.Passive.MaxEjectedPercent,
+		},
+		DrainTimeout: u.DrainTimeout.Std(),
+		Logger:       log,
+	}
+}
+
+func proxyConfig(u *config.Upstream, c *config.Config, log *slog.Logger) proxy.Config {
+	pc := proxy.Config{
+		DialTimeout:           u.Timeouts.Dial.Std(),
+		ResponseHeaderTimeout: u.Timeouts.ResponseHeader.Std(),
+		IdleConnTimeout:       u.Timeouts.Idle.Std(),
+		MaxConnsPerBackend:    u.MaxConnsPerBackend,
+		MaxRequestBodyBytes:   int64(c.Server.MaxBodyBytes),
+		TrustedProxies:        c.TrustedPrefixes(),
+		Retries:               proxy.RetryConfig{Max: max(u.Retries.Max, 0), BudgetPercent: u.Retries.BudgetPercent},
+		Logger:                log,
+	}
+	if c.Log.Access {
+		pc.AccessLog = log.With("log", "access")
+	}
+	return pc
+}
+
+func newProxyFor(u *config.Upstream, c *config.Config, log *slog.Logger) *proxy.Proxy {
+	return proxy.New(proxyConfig(u, c, log))
+}
+
+func backendsOf(u *config.Upstream) ([]*balancer.Backend, error) {
+	var out []*balancer.Backend
+	for _, b := range u.Backends {
+		be, err := balancer.NewBackend(b.URL, b.Weight)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, be)
+	}
+	return out, nil
+}
+
+func (g *Gateway) newUpstream(name string, u *config.Upstream, c *config.Config) (*upstream, error) {
+	bs, err := backendsOf(u)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", name, err)
+	}
+	pool, err := balancer.New(name, balancerConfig(u, g.log), bs)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", name, err)
+	}
+	return &upstream{
+		name:    name,
+		cfg:     *u,
+		pool:    pool,
+		proxy:   newProxyFor(u, c, g.log),
+		dynamic: map[string]int{},
+	}, nil
+}
+
+func (g *Gateway) pools() []*balancer.Pool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]*balancer.Pool, 0, len(g.ups))
+	for _, u := range g.ups {
+		out = append(out, u.pool)
+	}
+	return out
+}
+
+// handle is the data plane's request handler.
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	rt := g.router.Load().match(ctx.Host(), ctx.Path())
+	if rt == nil {
+		ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
+		ctx.SetStatusCode(fasthttp.StatusNotFound)
+		ctx.SetBodyString("no route for this host and path\n")
+		return
+	}
+	rt.upstream.proxy.Serve(ctx, rt.upstream.name, rt.upstream.pool)
+}
+
+// Addrs reports the bound data-plane and admin addresses once Run has
+// bound them (nil before).
+func (g *Gateway) Addrs() (data, admin net.Addr) {
+	select {
+	case <-g.ready:
+		return g.addrs.data, g.addrs.admin
+	default:
+		return nil, nil
+	}
+}
+
+// Ready is closed when both listeners are bound.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
+
+// Run binds the listeners, starts health checks and serves until ctx is
+// done; then it stops accepting, lets in-flight requests finish within the
+// grace period and returns nil. Binding errors are returned at once.
+func (g *Gateway) Run(ctx context.Context) error {
+	g.mu.Lock()
+	cfg := g.cfg
+	g.mu.Unlock()
+	dl, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	al, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		dl.Close()
+		return fmt.Errorf("admin listening on %s: %w", cfg.Admin.Listen, err)
+	}
+	if cfg.TLS.Cert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			dl.Close()
+			al.Close()
+			return fmt.Errorf("loading tls: %w", err)
+		}
+		dl = tls.NewListener(dl, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}
+	g.addrs.data, g.addrs.admin = dl.Addr(), al.Addr()
+
+	runCtx, stopPools := context.WithCancel(context.Background())
+	defer stopPools()
+	g.mu.Lock()
+	g.runCtx = runCtx
+	for _, u := range g.ups {
+		g.startPool(u)
+	}
+	g.mu.Unlock()
+	close(g.ready)
+	g.log.Info("gateway listening", "listen", dl.Addr().String(), "admin", al.Addr().String())
+
+	errc := make(chan error, 2)
+	go func() { errc <- g.server.Serve(dl) }()
+	go func() {
+		if err := g.admin.Serve(al); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+		runErr = fmt.Errorf("serving: %w", runErr)
+	}
+	g.log.Info("gateway stopping", "grace", cfg.Server.GracePeriod.Std().String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.GracePeriod.Std())
+	defer cancel()
+	if err := g.server.ShutdownWithContext(sctx); err != nil {
+		g.log.Warn("in-flight requests cut at the end of the grace period", "err", err)
+	}
+	_ = g.admin.Shutdown(sctx)
+	g.mu.Lock()
+	for _, u := range g.ups {
+		u.proxy.Close()
+	}
+	g.mu.Unlock()
+	return runErr
+}
+
+// startPool runs a pool's health checks under the gateway's run context.
+// Callers hold g.mu.
+func (g *Gateway) startPool(u *upstream) {
+	if g.runCtx == nil || u.cancel != nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(g.runCtx)
+	u.cancel = cancel
+	go u.pool.Run(ctx)
+}

@@ -1,0 +1,98 @@
+package gateway
+
+import (
+	"bytes"
+	"sort"
+	"strings"
+
+	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/config"
+)
+
+// route is one compiled routing rule.
+type route struct {
+	host     string // exact host, "*.suffix" wildcard, or "" for any
+	prefix   string
+	upstream *upstream
+}
+
+// router is an immutable routing table, swapped whole on reload.
+type router struct {
+	routes []route
+}
+
+// upstream is a named pool; it outlives reloads while its name stays.
+type upstream struct {
+	name string
+	pool *balancer.Pool
+}
+
+func newRouter(rs []config.Route, ups map[string]*upstream) *router {
+	r := &router{}
+	for _, c := range rs {
+		r.routes = append(r.routes, route{host: strings.ToLower(c.Host), prefix: c.PathPrefix, upstream: ups[c.Upstream]})
+	}
+	// Host-specific rules before catch-alls, then longer prefixes first;
+	// among equals the order of the file decides.
+	sort.SliceStable(r.routes, func(i, j int) bool {
+		a, b := r.routes[i], r.routes[j]
+		if (a.host != "") != (b.host != "") {
+			return a.host != ""
+		}
+		return len(a.prefix) > len(b.prefix)
+	})
+	return r
+}
+
+// match finds the route for a request; host may carry a port and any case.
+func (r *router) match(host, path []byte) *route {
+	var h string
+	hostDone := false
+	for i := range r.routes {
+		rt := &r.routes[i]
+		if rt.host != "" {
+			if !hostDone { // only host rules pay for the lowered copy
+				h, hostDone = hostOnly(host), true
+			}
+			if !hostMatches(rt.host, h) {
+				continue
+			}
+		}
+		if pathHasPrefix(path, rt.prefix) {
+			return rt
+		}
+	}
+	return nil
+}
+
+// pathHasPrefix matches on segment boundaries: /api matches /api and
+// /api/x but not /apix. A prefix ending in / matches everything below it.
+func pathHasPrefix(path []byte, prefix string) bool {
+	if len(path) < len(prefix) || string(path[:len(prefix)]) != prefix {
+		return false
+	}
+	if len(path) == len(prefix) || strings.HasSuffix(prefix, "/") {
+		return true
+	}
+	c := path[len(prefix)]
+	return c == '/' || c == '?'
+}
+
+func hostOnly(host []byte) string {
+	h := host
+	if len(h) > 0 && h[0] == '[' { // [::1]:8080
+		if i := bytes.IndexByte(h, ']'); i > 0 {
+			h = h[1:i]
+		}
+	} else if i := bytes.LastIndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	return strings.ToLower(string(h))
+}
+
+func hostMatches(pattern, host string) bool {
+	if strings.HasPrefix(pattern, "*.") {
+		return strings.HasSuffix(host, pattern[1:])
+	}
+	return pattern == host
+}
