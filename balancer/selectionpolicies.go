@@ -106,7 +106,7 @@ func (w *WeightedRoundRobin) Pick(bs []*Backend, _ netip.Addr, exclude []*Backen
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var (
-		best          *Backend
+		best           *Backend
 		total, bestCur int64
 	)
 	for _, b := range bs {

@@ -256,11 +256,11 @@ func TestEWMA(t *testing.T) {
 		o    Outcome
 		want time.Duration
 	}{
-		{100 * time.Millisecond, Success, 100 * time.Millisecond},   // first sample sets it
-		{200 * time.Millisecond, Success, 120 * time.Millisecond},   // moves by 0.2
-		{5 * time.Second, Canceled, 120 * time.Millisecond},         // canceled: no sample
-		{time.Millisecond, ConnectFailure, 120 * time.Millisecond},  // nothing reached the backend
-		{620 * time.Millisecond, Timeout, 220 * time.Millisecond},   // timeouts count
+		{100 * time.Millisecond, Success, 100 * time.Millisecond},    // first sample sets it
+		{200 * time.Millisecond, Success, 120 * time.Millisecond},    // moves by 0.2
+		{5 * time.Second, Canceled, 120 * time.Millisecond},          // canceled: no sample
+		{time.Millisecond, ConnectFailure, 120 * time.Millisecond},   // nothing reached the backend
+		{620 * time.Millisecond, Timeout, 220 * time.Millisecond},    // timeouts count
 		{20 * time.Millisecond, ServerError, 180 * time.Millisecond}, // so do 5xx
 	}
 	for i, s := range steps {
