@@ -1,0 +1,444 @@
+package cdn
+
+import (
+	"io"
+	"net/url"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// CSS scanner states.
+const (
+	cssNormal      = iota
+	cssSlash       // after "/": a comment may start
+	cssComment     // inside /* */
+	cssCommentStar // inside a comment, after "*"
+	cssString      // inside a string that is not a URL
+	cssURLPre      // after "url(", skipping white space
+	cssURLQuoted   // inside url("...") or @import "..."
+	cssURLBare     // inside url(...) without quotes
+	cssBadURL      // inside a malformed url(...), until ")"
+	cssImport      // after "@import", skipping white space
+)
+
+// cssScanner rewrites the url() and @import references of a CSS stream. It
+// is push-style: Write may split the input anywhere. It buffers at most one
+// URL (bounded by maxURL).
+type cssScanner struct {
+	rs     *resolver
+	out    io.Writer
+	maxURL int
+	err    error
+	res    Result
+
+	st        int
+	q         byte // quote of the current string
+	esc       bool // previous byte was a backslash
+	prevIdent bool // previous byte was part of an identifier
+	um        int  // bytes of "url" matched
+	im        int  // bytes of "@import" matched
+	hold      []byte
+	skip      bool // current URL is too long: copied through, not rewritten
+}
+
+func (r *Rewriter) newCSSScanner(out io.Writer, rs *resolver) *cssScanner {
+	return &cssScanner{rs: rs, out: out, maxURL: r.maxURL}
+}
+
+// cssWriter is a cssScanner over a whole text/css body.
+type cssWriter struct {
+	*cssScanner
+}
+
+func (r *Rewriter) newCSSWriter(dst io.Writer, page *url.URL) *cssWriter {
+	rs := r.newResolver(page)
+	return &cssWriter{r.newCSSScanner(dst, rs)}
+}
+
+// Close flushes what the scanner holds.
+func (w *cssWriter) Close() error {
+	w.finish()
+	w.res.References = w.rs.n
+	return w.err
+}
+
+func (s *cssScanner) emit(b []byte) {
+	if s.err != nil || len(b) == 0 {
+		return
+	}
+	_, s.err = s.out.Write(b)
+}
+
+func isIdentByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80
+}
+
+func isCSSSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f'
+}
+
+const importWord = "@import"
+
+// Write scans p. It returns len(p) unless writing to the output failed.
+func (s *cssScanner) Write(p []byte) (int, error) {
+	if s.err != nil {
+		return 0, s.err
+	}
+	start := 0 // p[start:i] is scanned and not yet emitted
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+	again:
+		switch s.st {
+		case cssNormal:
+			if s.esc {
+				s.esc = false
+				s.prevIdent = true
+				s.um, s.im = 0, 0
+				continue
+			}
+			if s.im > 0 {
+				if s.im < len(importWord) {
+					if c|0x20 == importWord[s.im] {
+						s.im++
+						continue
+					}
+					s.im = 0
+				} else {
+					s.im = 0
+					if isCSSSpace(c) {
+						s.st = cssImport
+						continue
+					}
+					if c == '"' || c == '\'' {
+						s.emit(p[start : i+1])
+						start = i + 1
+						s.beginURL(c)
+						continue
+					}
+				}
+			}
+			if s.um > 0 {
+				switch {
+				case s.um == 1 && c|0x20 == 'r', s.um == 2 && c|0x20 == 'l':
+					s.um++
+					continue
+				case s.um == 3 && c == '(':
+					s.um = 0
+					s.prevIdent = false
+					s.st = cssURLPre
+					continue
+				}
+				s.um = 0
+			}
+			switch c {
+			case 'u', 'U':
+				if !s.prevIdent {
+					s.um = 1
+				}
+				s.prevIdent = true
+			case '@':
+				s.im = 1
+				s.prevIdent = false
+			case '/':
+				s.st = cssSlash
+				s.prevIdent = false
+			case '"', '\'':
+				s.st, s.q = cssString, c
+				s.prevIdent = false
+			case '\\':
+				s.esc = true
+			default:
+				s.prevIdent = isIdentByte(c)
+			}
+		case cssSlash:
+			if c == '*' {
+				s.st = cssComment
+				continue
+			}
+			s.st = cssNormal
+			goto again
+		case cssComment:
+			if c == '*' {
+				s.st = cssCommentStar
+			}
+		case cssCommentStar:
+			switch c {
+			case '/':
+				s.st = cssNormal
+			case '*':
+			default:
+				s.st = cssComment
+			}
+		case cssString:
+			switch {
+			case s.esc:
+				s.esc = false
+			case c == '\\':
+				s.esc = true
+			case c == s.q || c == '\n':
+				s.st = cssNormal
+			}
+		case cssImport:
+			if isCSSSpace(c) {
+				continue
+			}
+			if c == '"' || c == '\'' {
+				s.emit(p[start : i+1])
+				start = i + 1
+				s.beginURL(c)
+				continue
+			}
+			s.st = cssNormal
+			goto again
+		case cssURLPre:
+			if isCSSSpace(c) {
+				continue
+			}
+			s.emit(p[start:i])
+			start = i
+			if c == '"' || c == '\'' {
+				s.emit(p[i : i+1])
+				start = i + 1
+				s.beginURL(c)
+				continue
+			}
+			if c == ')' {
+				s.st = cssNormal
+				continue
+			}
+			s.beginURL(0)
+			s.st = cssURLBare
+			goto again
+		case cssURLQuoted:
+			end := false
+			switch {
+			case s.esc:
+				s.esc = false
+			case c == '\\':
+				s.esc = true
+			case c == s.q:
+				end = true
+			case c == '\n':
+				// A bad string: copy it through.
+				s.abandonURL(p[start:i])
+				start = i
+				s.st = cssNormal
+				goto again
+			}
+			if end {
+				s.endURL(p[start:i])
+				start = i
+				s.st = cssNormal
+				s.prevIdent = false
+				continue
+			}
+			if !s.skip && len(s.hold)+(i-start) > s.maxURL {
+				s.abandonURL(p[start : i+1])
+				start = i + 1
+				s.skip = true
+				s.res.Oversized++
+			}
+		case cssURLBare:
+			switch {
+			case s.esc:
+				s.esc = false
+			case c == '\\':
+				s.esc = true
+			case c == ')' || isCSSSpace(c):
+				s.endURL(p[start:i])
+				start = i
+				s.st = cssNormal
+				s.prevIdent = false
+				goto again
+			case c == '"' || c == '\'' || c == '(' || c < 0x20 || c == 0x7f:
+				s.abandonURL(p[start:i])
+				start = i
+				s.st = cssBadURL
+				goto again
+			}
+			if !s.skip && len(s.hold)+(i-start) > s.maxURL {
+				s.abandonURL(p[start : i+1])
+				start = i + 1
+				s.skip = true
+				s.res.Oversized++
+			}
+		case cssBadURL:
+			switch {
+			case s.esc:
+				s.esc = false
+			case c == '\\':
+				s.esc = true
+			case c == ')':
+				s.st = cssNormal
+				s.prevIdent = false
+			}
+		}
+	}
+	if s.st == cssURLQuoted || s.st == cssURLBare {
+		if !s.skip {
+			s.hold = append(s.hold, p[start:]...)
+		} else {
+			s.emit(p[start:])
+		}
+	} else {
+		s.emit(p[start:])
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	return len(p), nil
+}
+
+func (s *cssScanner) beginURL(q byte) {
+	s.st, s.q, s.esc, s.skip = cssURLQuoted, q, false, false
+	s.hold = s.hold[:0]
+}
+
+// abandonURL copies the held URL and tail through unchanged.
+func (s *cssScanner) abandonURL(tail []byte) {
+	if !s.skip {
+		s.emit(s.hold)
+	}
+	s.emit(tail)
+	s.hold = s.hold[:0]
+	s.esc = false
+}
+
+// endURL rewrites the held URL plus tail and emits it.
+func (s *cssScanner) endURL(tail []byte) {
+	if s.skip {
+		s.emit(tail)
+		s.skip = false
+		s.esc = false
+		return
+	}
+	raw := append(s.hold, tail...)
+	s.hold = raw[:0]
+	s.esc = false
+	s.emit(s.rewriteRaw(raw, s.q, s.st == cssURLBare))
+}
+
+// finish is called at the end of input: CSS closes open URLs at EOF.
+func (s *cssScanner) finish() {
+	switch s.st {
+	case cssURLQuoted, cssURLBare:
+		if s.skip {
+			s.skip = false
+		} else {
+			raw := s.hold
+			s.hold = s.hold[:0]
+			s.emit(s.rewriteRaw(raw, s.q, s.st == cssURLBare))
+		}
+	}
+	s.st = cssNormal
+}
+
+// rewriteRaw returns the replacement of a raw CSS URL (the text between the
+// quotes or parentheses), keeping surrounding white space.
+func (s *cssScanner) rewriteRaw(raw []byte, q byte, bare bool) []byte {
+	lo, hi := 0, len(raw)
+	for lo < hi && isCSSSpace(raw[lo]) {
+		lo++
+	}
+	for hi > lo && isCSSSpace(raw[hi-1]) && (hi < 2 || raw[hi-2] != '\\') {
+		hi--
+	}
+	core := raw[lo:hi]
+	if len(core) == 0 {
+		return raw
+	}
+	var v string
+	hasEsc := strings.IndexByte(string(core), '\\') >= 0
+	if hasEsc {
+		v = cssUnescape(string(core))
+	} else {
+		v = string(core)
+	}
+	nu, ok := s.rs.rewrite(v)
+	if !ok {
+		return raw
+	}
+	out := make([]byte, 0, len(raw)+len(nu))
+	out = append(out, raw[:lo]...)
+	out = appendCSSURL(out, nu, q, bare)
+	return append(out, raw[hi:]...)
+}
+
+// appendCSSURL escapes u for a CSS string quoted with q, or for a bare url().
+func appendCSSURL(b []byte, u string, q byte, bare bool) []byte {
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case c == '\\', !bare && c == q, bare && (c == '"' || c == '\'' || c == '(' || c == ')'):
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f || bare && c == ' ':
+			b = append(b, '\\')
+			b = strconv.AppendInt(b, int64(c), 16)
+			b = append(b, ' ')
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+// cssUnescape decodes CSS escapes: "\" + up to 6 hex digits (+ one white
+// space), "\" + newline (a line continuation, dropped), "\" + any other byte.
+func cssUnescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			b.WriteByte(c)
+			continue
+		}
+		i++
+		if i >= len(s) {
+			break
+		}
+		if c = s[i]; c == '\n' {
+			continue
+		}
+		j := i
+		for j < len(s) && j-i < 6 && isHex(s[j]) {
+			j++
+		}
+		if j == i {
+			b.WriteByte(c)
+			continue
+		}
+		n, _ := strconv.ParseUint(s[i:j], 16, 32)
+		if n == 0 || n > utf8.MaxRune || n >= 0xd800 && n <= 0xdfff {
+			n = utf8.RuneError
+		}
+		b.WriteRune(rune(n))
+		if j < len(s) && isCSSSpace(s[j]) {
+			j++
+		}
+		i = j - 1
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+// rewriteCSSString rewrites a CSS fragment held in memory, such as a style
+// attribute's value or a <style> block.
+func rewriteCSSString(rs *resolver, css []byte, maxURL int) ([]byte, int) {
+	var b byteSink
+	b.buf = make([]byte, 0, len(css)+64)
+	s := &cssScanner{rs: rs, out: &b, maxURL: maxURL}
+	_, _ = s.Write(css)
+	s.finish()
+	return b.buf, s.res.Oversized
+}
+
+type byteSink struct{ buf []byte }
+
+func (b *byteSink) Write(p []byte) (int, error) {
+	b.buf = append(b.buf, p...)
+	return len(p), nil
+}
