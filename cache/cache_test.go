@@ -1,0 +1,536 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+func TestMemoryOnly(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	clock := newFakeClock()
+	c := newTestCache(t, Config{Now: clock.Now, DefaultTTL: 30 * time.Second})
+
+	steps := []struct {
+		name    string
+		do      func(t *testing.T)
+		key     string
+		want    string // "" means a miss
+		wantTTL time.Duration
+	}{
+		{"set then get", func(t *testing.T) {
+			mustSet(t, c, "a", Item{Value: []byte("1"), TTL: 10 * time.Second})
+		}, "a", "1", 10 * time.Second},
+		{"remaining ttl shrinks", func(t *testing.T) { clock.Advance(4 * time.Second) }, "a", "1", 6 * time.Second},
+		{"not served past ttl", func(t *testing.T) { clock.Advance(6 * time.Second) }, "a", "", 0},
+		{"zero ttl means default", func(t *testing.T) {
+			mustSet(t, c, "b", Item{Value: []byte("2")})
+		}, "b", "2", 30 * time.Second},
+		{"overwrite", func(t *testing.T) {
+			mustSet(t, c, "b", Item{Value: []byte("3"), TTL: time.Minute})
+		}, "b", "3", time.Minute},
+		{"delete", func(t *testing.T) {
+			if err := c.Delete(ctx, "b"); err != nil {
+				t.Fatal(err)
+			}
+		}, "b", "", 0},
+		{"tagged entries", func(t *testing.T) {
+			mustSet(t, c, "t1", Item{Value: []byte("x"), TTL: time.Minute, Tags: []string{"red", "big"}})
+			mustSet(t, c, "t2", Item{Value: []byte("y"), TTL: time.Minute, Tags: []string{"red"}})
+			mustSet(t, c, "t3", Item{Value: []byte("z"), TTL: time.Minute, Tags: []string{"blue"}})
+		}, "t1", "x", time.Minute},
+		{"invalidate tag removes its entries", func(t *testing.T) {
+			if err := c.InvalidateTags(ctx, "red"); err != nil {
+				t.Fatal(err)
+			}
+		}, "t2", "", 0},
+		{"invalidate tag removes every entry with it", func(t *testing.T) {}, "t1", "", 0},
+		{"invalidate tag keeps other entries", func(t *testing.T) {}, "t3", "z", time.Minute},
+		{"set copies the value", func(t *testing.T) {
+			v := []byte("orig")
+			mustSet(t, c, "c", Item{Value: v, TTL: time.Minute})
+			copy(v, "XXXX")
+		}, "c", "orig", time.Minute},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do(t)
+			it, ok := c.Get(ctx, s.key)
+			if s.want == "" {
+				if ok {
+					t.Fatalf("Get(%q) = %q, want a miss", s.key, it.Value)
+				}
+				return
+			}
+			if !ok || string(it.Value) != s.want {
+				t.Fatalf("Get(%q) = %q, %v; want %q", s.key, it.Value, ok, s.want)
+			}
+			if it.TTL != s.wantTTL {
+				t.Fatalf("Get(%q) TTL = %v, want %v", s.key, it.TTL, s.wantTTL)
+			}
+		})
+	}
+}
+
+func mustSet(t testing.TB, c *Cache, key string, it Item) {
+	t.Helper()
+	if err := c.Set(context.Background(), key, it); err != nil {
+		t.Fatalf("Set(%q): %v", key, err)
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{})
+	fetch := FetcherFunc(func(ctx context.Context, key string) (Item, error) { return Item{Value: []byte("v")}, nil })
+	tests := []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"empty key set", c.Set(ctx, "", Item{}), ErrInvalidKey},
+		{"negative ttl", c.Set(ctx, "k", Item{TTL: -time.Second}), ErrInvalidTTL},
+		{"empty key delete", c.Delete(ctx, "a", ""), ErrInvalidKey},
+		{"empty key fetch", func() error { _, err := c.GetOrFetch(ctx, "", fetch); return err }(), ErrInvalidKey},
+		{"negative ttl from fetcher", func() error {
+			_, err := c.GetOrFetch(ctx, "neg", FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+				return Item{TTL: -1}, nil
+			}))
+			return err
+		}(), ErrInvalidTTL},
+		{"negative config", func() error { _, err := New(ctx, Config{LockWait: -1}); return err }(), ErrInvalidConfig},
+		{"negative memory", func() error { _, err := New(ctx, Config{MemoryMaxBytes: -1}); return err }(), ErrInvalidConfig},
+		{"panicking fetcher", func() error {
+			_, err := c.GetOrFetch(ctx, "p", FetcherFunc(func(ctx context.Context, key string) (Item, error) { panic("boom") }))
+			return err
+		}(), ErrFetchPanicked},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !errors.Is(tt.err, tt.want) {
+				t.Fatalf("got %v, want %v", tt.err, tt.want)
+			}
+		})
+	}
+	t.Run("empty tag", func(t *testing.T) {
+		if err := c.Set(ctx, "k", Item{Tags: []string{""}}); err == nil || !strings.Contains(err.Error(), "empty tag") {
+			t.Fatalf("got %v, want an error naming the empty tag", err)
+		}
+		if err := c.InvalidateTags(ctx, ""); err == nil {
+			t.Fatal("InvalidateTags(\"\") succeeded")
+		}
+	})
+}
+
+func TestMemoryBoundedByBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	const max = 64 << 10
+	c := newTestCache(t, Config{MemoryMaxBytes: max})
+	value := bytes.Repeat([]byte("v"), 1024)
+	for i := range 1000 {
+		mustSet(t, c, fmt.Sprintf("k%04d", i), Item{Value: value, TTL: time.Minute})
+	}
+	// A value bigger than the whole layer is not kept.
+	mustSet(t, c, "huge", Item{Value: make([]byte, max+1), TTL: time.Minute})
+	if _, ok := c.Get(ctx, "huge"); ok {
+		t.Fatal("an entry larger than MemoryMaxBytes was kept")
+	}
+	c.mem.c.CleanUp()
+	s := c.Stats().Memory
+	if s.Bytes > max {
+		t.Fatalf("memory layer holds %d bytes, bound is %d", s.Bytes, max)
+	}
+	if s.Evictions == 0 {
+		t.Fatal("no evictions counted after writing 16x the bound")
+	}
+	if want := max / (1024 + 5 + EntryOverhead); s.Entries > int64(want) {
+		t.Fatalf("memory layer holds %d entries of ~1 KiB, at most %d fit", s.Entries, want)
+	}
+}
+
+// TestTieredFillsMemoryWithRemainingTTL: node B reads a value node A wrote
+// to Redis, and keeps it in memory no longer than it has left in Redis.
+func TestTieredFillsMemoryWithRemainingTTL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newClient(t, sharedRedis)
+	prefix := uniquePrefix(t)
+	a := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+	clock := newFakeClock()
+	b := newTestCache(t, Config{Redis: rc, Prefix: prefix, Now: clock.Now})
+
+	mustSet(t, a, "k", Item{Value: []byte("v"), TTL: time.Hour, Tags: []string{"tag"}})
+	if err := rc.PExpire(ctx, prefix+"v:k", 2*time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	it, ok := b.Get(ctx, "k")
+	if !ok || string(it.Value) != "v" {
+		t.Fatalf("Get from redis = %q, %v", it.Value, ok)
+	}
+	if it.TTL > 2*time.Second || it.TTL < time.Second {
+		t.Fatalf("remaining TTL = %v, want about 2s", it.TTL)
+	}
+	if len(it.Tags) != 1 || it.Tags[0] != "tag" {
+		t.Fatalf("tags = %q, want [tag]", it.Tags)
+	}
+	// Now a memory hit, with the same deadline.
+	redisHits := b.Stats().Redis.Hits
+	it2, ok := b.Get(ctx, "k")
+	if !ok || b.Stats().Redis.Hits != redisHits || b.Stats().Memory.Hits != 1 {
+		t.Fatalf("second Get was not a memory hit: %+v", b.Stats())
+	}
+	if it2.TTL != it.TTL {
+		t.Fatalf("memory TTL = %v, want %v", it2.TTL, it.TTL)
+	}
+	// Delete the Redis copy behind the cache's back: after the remaining
+	// TTL the memory copy must be gone too.
+	if err := rc.Del(ctx, prefix+"v:k").Err(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(it.TTL)
+	if it, ok := b.Get(ctx, "k"); ok {
+		t.Fatalf("served %q after its Redis TTL ended", it.Value)
+	}
+}
+
+func TestGetOrFetchCoalescesOnNode(t *testing.T) {
+	t.Parallel()
+	const callers = 1000
+	tests := []struct {
+		name  string
+		redis bool
+	}{{"memory only", false}, {"with redis", true}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := Config{}
+			if tt.redis {
+				cfg.Redis = newClient(t, sharedRedis)
+				cfg.Prefix = uniquePrefix(t)
+			}
+			c := newTestCache(t, cfg)
+			var fetches atomic.Int32
+			release := make(chan struct{})
+			fetch := FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+				fetches.Add(1)
+				<-release
+				return Item{Value: []byte("value of " + key), TTL: time.Minute}, nil
+			})
+			var wg sync.WaitGroup
+			errs := make(chan error, callers)
+			for range callers {
+				wg.Go(func() {
+					it, err := c.GetOrFetch(context.Background(), "hot", fetch)
+					if err == nil && string(it.Value) != "value of hot" {
+						err = fmt.Errorf("got %q", it.Value)
+					}
+					if err != nil {
+						errs <- err
+					}
+				})
+			}
+			waitFor(t, 20*time.Second, "all callers to wait on one load", func() bool {
+				return c.flight.waiting("hot") == callers
+			})
+			close(release)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if n := fetches.Load(); n != 1 {
+				t.Fatalf("%d callers caused %d fetches, want 1", callers, n)
+			}
+			if s := c.Stats(); s.Coalesced != callers-1 || s.Fetches != 1 {
+				t.Fatalf("stats: coalesced %d fetches %d", s.Coalesced, s.Fetches)
+			}
+			// And it is cached now.
+			if _, err := c.GetOrFetch(context.Background(), "hot", fetch); err != nil || fetches.Load() != 1 {
+				t.Fatalf("second GetOrFetch fetched again (err %v)", err)
+			}
+		})
+	}
+}
+
+func TestGetOrFetchAcrossNodes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		lockWait    time.Duration
+		fetchTime   time.Duration
+		wantBFetch  int32
+		wantTimeout uint64
+	}{
+		{"waits for the other node's value", 2 * time.Second, 100 * time.Millisecond, 0, 0},
+		{"bounded wait then fetch anyway", 50 * time.Millisecond, time.Second, 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			rc := newClient(t, sharedRedis)
+			prefix := uniquePrefix(t)
+			a := newTestCache(t, Config{Redis: rc, Prefix: prefix, LockWait: tt.lockWait})
+			b := newTestCache(t, Config{Redis: rc, Prefix: prefix, LockWait: tt.lockWait})
+			started := make(chan struct{})
+			var aFetches, bFetches atomic.Int32
+			slow := FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+				aFetches.Add(1)
+				close(started)
+				time.Sleep(tt.fetchTime)
+				return Item{Value: []byte("from a"), TTL: time.Minute}, nil
+			})
+			fromB := FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+				bFetches.Add(1)
+				return Item{Value: []byte("from b"), TTL: time.Minute}, nil
+			})
+			aDone := make(chan error, 1)
+			go func() { _, err := a.GetOrFetch(ctx, "k", slow); aDone <- err }()
+			<-started
+			it, err := b.GetOrFetch(ctx, "k", fromB)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := <-aDone; err != nil {
+				t.Fatal(err)
+			}
+			if n := bFetches.Load(); n != tt.wantBFetch {
+				t.Fatalf("node B fetched %d times, want %d", n, tt.wantBFetch)
+			}
+			if tt.wantBFetch == 0 && string(it.Value) != "from a" {
+				t.Fatalf("node B got %q, want node A's value", it.Value)
+			}
+			if s := b.Stats(); s.LockWaits != 1 || s.LockTimeouts != tt.wantTimeout {
+				t.Fatalf("node B lock waits %d timeouts %d", s.LockWaits, s.LockTimeouts)
+			}
+		})
+	}
+}
+
+func TestGetOrFetchErrorsAndCancellation(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{Redis: newClient(t, sharedRedis), Prefix: uniquePrefix(t)})
+
+	t.Run("fetch error is returned and not cached", func(t *testing.T) {
+		boom := errors.New("db down")
+		_, err := c.GetOrFetch(ctx, "e", FetcherFunc(func(ctx context.Context, key string) (Item, error) { return Item{}, boom }))
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want %v", err, boom)
+		}
+		if _, ok := c.Get(ctx, "e"); ok {
+			t.Fatal("a failed fetch left a value")
+		}
+	})
+	t.Run("caller gives up, load is cancelled", func(t *testing.T) {
+		cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer cancel()
+		loadCtxDone := make(chan struct{})
+		_, err := c.GetOrFetch(cctx, "slow", FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+			<-ctx.Done()
+			close(loadCtxDone)
+			return Item{}, ctx.Err()
+		}))
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("err = %v, want deadline exceeded", err)
+		}
+		select {
+		case <-loadCtxDone:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the load's context was not cancelled when its only caller left")
+		}
+	})
+}
+
+func TestSetAndPersist(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newClient(t, sharedRedis)
+	prefix := uniquePrefix(t)
+	c := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+
+	t.Run("persist error caches nothing", func(t *testing.T) {
+		mustSet(t, c, "k", Item{Value: []byte("old"), TTL: time.Minute})
+		boom := errors.New("constraint violated")
+		err := c.SetAndPersist(ctx, "k", Item{Value: []byte("new")}, func(ctx context.Context) error { return boom })
+		if !errors.Is(err, boom) {
+			t.Fatalf("err = %v, want %v", err, boom)
+		}
+		if it, _ := c.Get(ctx, "k"); string(it.Value) != "old" {
+			t.Fatalf("after a failed persist the cache holds %q, want old", it.Value)
+		}
+		if v, _ := rc.Get(ctx, prefix+"v:k").Bytes(); !bytes.HasSuffix(v, []byte("old")) {
+			t.Fatalf("after a failed persist redis holds %q", v)
+		}
+	})
+	t.Run("persist first, then cache", func(t *testing.T) {
+		var sawOld bool
+		err := c.SetAndPersist(ctx, "k", Item{Value: []byte("new"), TTL: time.Minute}, func(ctx context.Context) error {
+			it, _ := c.Get(ctx, "k")
+			sawOld = string(it.Value) == "old"
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sawOld {
+			t.Fatal("the cache changed before persist ran")
+		}
+		if it, _ := c.Get(ctx, "k"); string(it.Value) != "new" {
+			t.Fatalf("cache holds %q, want new", it.Value)
+		}
+		v, _ := rc.Get(ctx, prefix+"v:k").Bytes()
+		if value, _, err := decodeRecord(v); err != nil || string(value) != "new" {
+			t.Fatalf("redis holds %q (%v), want new", value, err)
+		}
+	})
+}
+
+// TestInvalidationAcrossNodesInProcess checks every invalidating call
+// against a second cache sharing Redis (the two-process latency test is
+// TestCrossNodeInvalidationLatency).
+func TestInvalidationAcrossNodesInProcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newClient(t, sharedRedis)
+	prefix := uniquePrefix(t)
+	a := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+	b := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+
+	tests := []struct {
+		name       string
+		tags       []string
+		invalidate func(key string) error
+		wantB      string // what B reads afterwards; "" is a miss
+	}{
+		{"delete", nil, func(k string) error { return a.Delete(ctx, k) }, ""},
+		{"set", nil, func(k string) error { return a.Set(ctx, k, Item{Value: []byte("v2")}) }, "v2"},
+		{"set and persist", nil, func(k string) error {
+			return a.SetAndPersist(ctx, k, Item{Value: []byte("v3")}, func(context.Context) error { return nil })
+		}, "v3"},
+		{"tag", []string{"group"}, func(k string) error { return a.InvalidateTags(ctx, "group") }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "k-" + tt.name
+			before := b.Stats().InvalidationsReceived
+			mustSet(t, a, key, Item{Value: []byte("v1"), TTL: time.Minute, Tags: tt.tags})
+			// A's Set invalidates the key on B too; a read that overlaps
+			// it is (rightly) not kept in memory, so let it land first.
+			waitFor(t, 2*time.Second, "B to hear A's set", func() bool { return b.Stats().InvalidationsReceived > before })
+			if it, ok := b.Get(ctx, key); !ok || string(it.Value) != "v1" {
+				t.Fatalf("B read %q, %v before invalidation", it.Value, ok)
+			}
+			if !b.mem.peek(key) {
+				t.Fatal("B did not keep the value in memory")
+			}
+			if err := tt.invalidate(key); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, 2*time.Second, "B to drop the key from memory", func() bool { return !b.mem.peek(key) })
+			it, ok := b.Get(ctx, key)
+			if got := string(it.Value); ok != (tt.wantB != "") || got != tt.wantB {
+				t.Fatalf("B reads %q, %v after invalidation; want %q", got, ok, tt.wantB)
+			}
+		})
+	}
+	if n := b.Stats().InvalidationsReceived; n < uint64(len(tests)) {
+		t.Fatalf("B applied %d invalidations, want at least %d", n, len(tests))
+	}
+}
+
+func TestTypedHelpers(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{Redis: newClient(t, sharedRedis), Prefix: uniquePrefix(t)})
+	type user struct {
+		ID   int
+		Name string
+	}
+	calls := 0
+	fetch := func(ctx context.Context) (user, error) { calls++; return user{7, "ada"}, nil }
+	for range 3 {
+		u, err := GetOrFetchValue(ctx, c, "user:7", time.Minute, fetch, "users")
+		if err != nil || u != (user{7, "ada"}) {
+			t.Fatalf("GetOrFetchValue = %+v, %v", u, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("fetched %d times, want 1", calls)
+	}
+	if err := SetValue(ctx, c, "user:8", user{8, "bob"}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	u, ok, err := GetValue[user](ctx, c, "user:8")
+	if err != nil || !ok || u.Name != "bob" {
+		t.Fatalf("GetValue = %+v, %v, %v", u, ok, err)
+	}
+	mustSet(t, c, "bad", Item{Value: []byte("{not json")})
+	if _, _, err := GetValue[user](ctx, c, "bad"); err == nil || !strings.Contains(err.Error(), `"bad"`) {
+		t.Fatalf("decoding garbage: err = %v, want one naming the key", err)
+	}
+	if err := c.InvalidateTags(ctx, "users"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := GetValue[user](ctx, c, "user:7"); ok {
+		t.Fatal("tag invalidation left user:7")
+	}
+}
+
+func TestCollector(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{Name: "app", Redis: newClient(t, sharedRedis), Prefix: uniquePrefix(t)})
+	mustSet(t, c, "k", Item{Value: []byte("v")})
+	c.Get(ctx, "k")
+	c.Get(ctx, "missing")
+
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(c.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "layer" {
+					name += "{" + l.GetValue() + "}"
+				}
+				if l.GetName() == "cache" && l.GetValue() != "app" {
+					t.Fatalf("cache label = %q", l.GetValue())
+				}
+			}
+			v := m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			got[name] = v
+		}
+	}
+	for name, want := range map[string]float64{
+		"scaleout_cache_hits_total{memory}":   1,
+		"scaleout_cache_misses_total{memory}": 1,
+		"scaleout_cache_misses_total{redis}":  1,
+		"scaleout_cache_hit_ratio{memory}":    0.5,
+		"scaleout_cache_entries{memory}":      1,
+		"scaleout_cache_errors_total{redis}":  0,
+		"scaleout_cache_degraded":             0,
+	} {
+		if v, ok := got[name]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+}
