@@ -53,9 +53,10 @@ type HealthConfig struct {
 	Path string
 	// Method is the request method. Default GET.
 	Method string
-	// Interval between checks of one backend. Default 5 s.
+	// Interval between checks of one backend: the next check starts
+	// Interval after the previous one ended. Default 5 s.
 	Interval time.Duration
-	// Timeout of one check. Default 2 s, and never more than Interval.
+	// Timeout of one check. Default 2 s.
 	Timeout time.Duration
 	// StatusMin and StatusMax bound the expected status. Default 200–399.
 	StatusMin, StatusMax int
@@ -133,7 +134,6 @@ func (h HealthConfig) withDefaults() (HealthConfig, error) {
 	if h.Timeout == 0 {
 		h.Timeout = 2 * time.Second
 	}
-	h.Timeout = min(h.Timeout, h.Interval)
 	if h.StatusMin == 0 && h.StatusMax == 0 {
 		h.StatusMin, h.StatusMax = 200, 399
 	}

@@ -52,14 +52,15 @@ func (p *Pool) Remove(id string) error {
 }
 
 // WaitDrained waits until the draining backend with the given ID has no
-// request in flight, or has left the pool (after Remove). It returns
-// ErrNotDraining if the backend is not draining or its draining is called
-// off, ErrUnknownBackend if it is not in the pool (it may have left
-// already), and the context's error, wrapped, when ctx is done first.
+// request in flight, or has left the pool (after Remove). A backend that is
+// not in the pool counts as drained and returns nil at once: after Remove
+// it may have left already. It returns ErrNotDraining if the backend is not
+// draining or its draining is called off, and the context's error, wrapped,
+// when ctx is done first.
 func (p *Pool) WaitDrained(ctx context.Context, id string) error {
 	b := p.Backend(id)
 	if b == nil {
-		return fmt.Errorf("waiting for %s in %s: %w", id, p.name, ErrUnknownBackend)
+		return nil
 	}
 	b.mu.Lock()
 	draining, idle := b.draining, b.idle

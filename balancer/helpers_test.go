@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,3 +140,5 @@ func names(bs []*Backend) map[*Backend]string {
 	}
 	return m
 }
+
+var errTest = errors.New("test failure")

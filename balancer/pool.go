@@ -305,9 +305,7 @@ func (p *Pool) Update(cfg Config, backends []*Backend) error {
 		listed[nb.ID] = true
 		ob := byID[nb.ID]
 		switch {
-		case ob == nb:
-			next.backends = append(next.backends, ob)
-		case ob != nil && ob.URL.String() == nb.URL.String():
+		case ob != nil && (ob == nb || ob.URL.String() == nb.URL.String()):
 			ob.weight.Store(int64(max(nb.Weight, 1)))
 			if ob.removing {
 				revive = append(revive, ob)
