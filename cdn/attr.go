@@ -185,9 +185,11 @@ func appendAttrValue(b []byte, s string, q byte, amp bool) []byte {
 	return b
 }
 
-// needsQuotes reports whether s cannot be an unquoted attribute value.
+// needsQuotes reports whether s cannot be an unquoted attribute value:
+// the tokenizer would end it early or read it as quoted. (Characters that
+// are only parse errors, such as "=", are left as the page had them.)
 func needsQuotes(s string) bool {
-	return s == "" || strings.ContainsAny(s, " \t\n\r\f\"'=<>`")
+	return s == "" || s[0] == '"' || s[0] == '\'' || strings.ContainsAny(s, " \t\n\r\f>")
 }
 
 // srcsetURLs returns the [start,end) spans of the URLs of the candidates of

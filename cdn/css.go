@@ -35,6 +35,7 @@ type cssScanner struct {
 	st        int
 	q         byte // quote of the current string
 	esc       bool // previous byte was a backslash
+	hexN      int  // 1 + hex digits read of an escape in a bare url()
 	prevIdent bool // previous byte was part of an identifier
 	um        int  // bytes of "url" matched
 	im        int  // bytes of "@import" matched
@@ -240,9 +241,23 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 				s.res.Oversized++
 			}
 		case cssURLBare:
+			if s.hexN > 0 {
+				// Inside a hex escape: up to 6 hex digits and one white space.
+				if isHex(c) && s.hexN < 7 {
+					s.hexN++
+					continue
+				}
+				s.hexN = 0
+				if isCSSSpace(c) {
+					continue
+				}
+			}
 			switch {
 			case s.esc:
 				s.esc = false
+				if isHex(c) {
+					s.hexN = 2
+				}
 			case c == '\\':
 				s.esc = true
 			case c == ')' || isCSSSpace(c):
@@ -291,7 +306,7 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 }
 
 func (s *cssScanner) beginURL(q byte) {
-	s.st, s.q, s.esc, s.skip = cssURLQuoted, q, false, false
+	s.st, s.q, s.esc, s.skip, s.hexN = cssURLQuoted, q, false, false, 0
 	s.hold = s.hold[:0]
 }
 
