@@ -1,0 +1,109 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// ServerConfig sets the limits of the client-facing server. The zero value
+// works; each field documents its default.
+type ServerConfig struct {
+	// ReadHeaderTimeout bounds reading a request's header block, from its
+	// first byte; a client that is slower gets 408 and the connection is
+	// closed. Default 10 s.
+	ReadHeaderTimeout time.Duration
+	// BodyReadTimeout bounds reading a request body once the headers are in
+	// (the proxy streams it to the backend meanwhile). Default 5 min.
+	BodyReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive client connection that sent no new
+	// request for this long. Default 90 s.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one response to the client. Default: no
+	// limit, so that long streams (server-sent events, downloads) work; a
+	// client that stops reading holds its backend connection until it goes.
+	WriteTimeout time.Duration
+	// MaxHeaderBytes bounds a request's header block; a larger one gets
+	// 431. It is also the size of each connection's read buffer. Default
+	// 64 KiB.
+	MaxHeaderBytes int
+	// MaxConns bounds concurrent client connections. Default 256 Ki.
+	MaxConns int
+	// Name is sent as the Server header when the backend sends none.
+	// Default: no Server header.
+	Name string
+}
+
+// NewServer returns a fasthttp.Server for h with the client-facing limits of
+// cfg: request bodies are streamed to the handler (the Proxy enforces its
+// MaxRequestBodyBytes itself), multipart bodies are not parsed, no default
+// Content-Type or Server header is invented, and bad requests are answered
+// here: 400 for a malformed request or ambiguous framing (Content-Length
+// with Transfer-Encoding, duplicate Content-Length), 431 for a header block
+// over MaxHeaderBytes, 408 for a client too slow sending its headers. log
+// receives the server's own errors at debug level; nil means slog.Default().
+func NewServer(cfg ServerConfig, h fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	if cfg.ReadHeaderTimeout <= 0 {
+		cfg.ReadHeaderTimeout = 10 * time.Second
+	}
+	if cfg.BodyReadTimeout <= 0 {
+		cfg.BodyReadTimeout = 5 * time.Minute
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = 90 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 64 << 10
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	bodyTimeout := cfg.BodyReadTimeout
+	return &fasthttp.Server{
+		Handler:                       h,
+		ErrorHandler:                  errorHandler,
+		HeaderReceived:                func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return fasthttp.RequestConfig{ReadTimeout: bodyTimeout} },
+		Name:                          cfg.Name,
+		NoDefaultServerHeader:         cfg.Name == "",
+		NoDefaultContentType:          true,
+		ReadTimeout:                   cfg.ReadHeaderTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		MaxConnsPerIP:                 0,
+		Concurrency:                   cfg.MaxConns,
+		StreamRequestBody:             true,
+		DisablePreParseMultipartForm:  true,
+		DisableHeaderNamesNormalizing: false,
+		CloseOnShutdown:               true,
+		SecureErrorLogMessage:         true,
+		Logger:                        logger{log},
+	}
+}
+
+// errorHandler answers requests the server could not read.
+func errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	var sb *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &sb):
+		ctx.Error("request header too large\n", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		ctx.Error("request timeout\n", fasthttp.StatusRequestTimeout)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+	default:
+		ctx.Error("bad request\n", fasthttp.StatusBadRequest)
+	}
+}
+
+// logger adapts slog to fasthttp.Logger.
+type logger struct{ l *slog.Logger }
+
+func (l logger) Printf(format string, args ...any) {
+	l.l.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}
