@@ -117,7 +117,7 @@ func (h *htmlRewriter) run() error {
 		case html.TextToken:
 			h.lastRaw = rawCtx
 			if rawCtx == "style" && h.preDepth == 0 {
-				out, over := rewriteCSSString(h.rs, raw, h.r.maxURL)
+				out, over := rewriteCSSString(h.rs, h.holdTail(raw), h.r.maxURL)
 				h.res.Oversized += over
 				h.emit(out)
 			} else {
@@ -132,7 +132,7 @@ func (h *htmlRewriter) run() error {
 			h.emit(raw)
 		case html.CommentToken, html.DoctypeToken:
 			h.lastHead = append(h.lastHead[:0], raw[:min(len(raw), 4)]...)
-			h.lastTail = append(h.lastTail[:0], raw[max(0, len(raw)-3):]...)
+			h.lastTail = append(h.lastTail[:0], raw[max(0, len(raw)-4):]...)
 			h.emit(raw)
 		default:
 			h.emit(raw)

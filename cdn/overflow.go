@@ -37,7 +37,10 @@ func (h *htmlRewriter) overflow() bool {
 		}
 		f.st = tfName
 		for _, c := range partial[2:] {
-			f.step(c)
+			if f.step(c) {
+				// The byte that overran the buffer ended the tag.
+				return h.finish(nil, buffered, rawCtx)
+			}
 		}
 		return h.finish(f.step, buffered, rawCtx)
 	}
@@ -54,19 +57,27 @@ func (h *htmlRewriter) overflow() bool {
 		if bytes.Equal(h.lastHead, []byte("<!--")) {
 			c := &commentFinisher{}
 			for _, b := range h.lastTail {
-				c.step(b)
+				if c.step(b) {
+					return h.finish(nil, buffered, "")
+				}
 			}
 			return h.finish(c.step, buffered, "")
+		}
+		if bytes.HasSuffix(h.lastTail, []byte(">")) {
+			return h.finish(nil, buffered, "")
 		}
 		return h.finish(func(c byte) bool { return c == '>' }, buffered, "")
 	}
 	return h.finish(func(byte) bool { return false }, buffered, "")
 }
 
-// finish copies bytes through until done reports the end of the token, then
-// starts a new tokenizer after it. It reports whether there is more input.
+// finish copies bytes through until done reports the end of the token (nil:
+// it has ended already), then starts a new tokenizer after it. It reports whether there is more input.
 func (h *htmlRewriter) finish(done func(byte) bool, first []byte, rawCtx string) bool {
 	scan := func(p []byte) (rest []byte, found bool) {
+		if done == nil {
+			return p, true
+		}
 		for i, c := range p {
 			if done(c) {
 				h.emit(p[:i+1])
