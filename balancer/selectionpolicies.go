@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"strings"
 	"sync"
@@ -273,18 +274,34 @@ func (IPHash) Pick(bs []*Backend, client netip.Addr, exclude []*Backend) *Backen
 		}
 		return best
 	}
+	// Weighted rendezvous: the backend with the least -log(u)/weight wins,
+	// u uniform in (0, 1) from the hash, which gives each backend a share
+	// of clients proportional to its weight.
 	least := math.Inf(1)
 	for _, b := range bs {
 		if !usable(b, exclude) {
 			continue
 		}
-		x := mix64(h ^ b.seed.Load())
-		u := (float64(x>>11) + 0.5) / (1 << 53) // uniform in (0, 1)
-		if s := -math.Log(u) / float64(b.weight.Load()); s < least {
+		if s := negLog2(mix64(h^b.seed.Load())) / float64(b.weight.Load()); s < least {
 			best, least = b, s
 		}
 	}
 	return best
+}
+
+// negLog2 returns -log2(x / 2^64), within 2e-6, for x > 0 (0 is taken as
+// 1). It is several times faster than math.Log, which would dominate
+// ip-hash's cost on large pools.
+func negLog2(x uint64) float64 {
+	lz := bits.LeadingZeros64(x | 1)
+	// x / 2^64 = f × 2^-(lz+1) with f in [1, 2) made of the bits after
+	// the leading one.
+	f := math.Float64frombits(0x3FF0000000000000 | (x<<uint(lz+1))>>12)
+	// ln f = 2 atanh(s), s = (f-1)/(f+1) in [0, 1/3): a short series.
+	s := (f - 1) / (f + 1)
+	s2 := s * s
+	lnf := 2 * s * (1 + s2*(1.0/3+s2*(1.0/5+s2*(1.0/7+s2/9))))
+	return float64(lz+1) - lnf/math.Ln2
 }
 
 // hashAddr hashes a client address (its zone ignored).

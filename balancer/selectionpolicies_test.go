@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"errors"
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -442,5 +443,22 @@ func TestPickDoesNotAllocate(t *testing.T) {
 				t.Errorf("%v allocations per Pick+Done, want 0", allocs)
 			}
 		})
+	}
+}
+
+func TestNegLog2(t *testing.T) {
+	t.Parallel()
+	x := uint64(7)
+	for range 100000 {
+		x = mix64(x)
+		want := -math.Log2(float64(x) / (1 << 64))
+		if got := negLog2(x); math.Abs(got-want) > 2e-6 {
+			t.Fatalf("negLog2(%d) = %v, want %v", x, got, want)
+		}
+	}
+	for _, x := range []uint64{0, 1, 1 << 63, math.MaxUint64} {
+		if got := negLog2(x); got <= 0 || got > 64 || math.IsNaN(got) {
+			t.Errorf("negLog2(%d) = %v, want within (0, 64]", x, got)
+		}
 	}
 }
