@@ -79,7 +79,9 @@ type PassiveConfig struct {
 	MaxEjectFor time.Duration
 	// MaxEjectedPercent caps the share of the pool ejected by passive
 	// checks at once: floor(MaxEjectedPercent × backends / 100), but at
-	// least one backend. Default 50.
+	// least one backend when the pool has two or more (so 50 % of 2 is 1,
+	// of 3 is 1, of 4 is 2). A lone backend is never ejected: that would
+	// only turn its errors into 503s. Default 50.
 	MaxEjectedPercent int
 }
 

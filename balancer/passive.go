@@ -14,8 +14,9 @@ import (
 // pass meanwhile (a backend can answer its health path and still fail real
 // requests); when it ends, the backend is Healthy again unless active checks
 // hold it down. At most MaxEjectedPercent of the pool's backends (rounded
-// down, but at least one) are ejected at once; a backend over that cap
-// stays in and is ejected at its next failure if room has been made.
+// down, but at least one of two or more; never a lone backend) are ejected
+// at once; a backend over that cap stays in and is ejected at its next
+// failure if room has been made. Draining backends are not ejected.
 
 // failed counts a failed request on b and ejects b when it has failed too
 // often in a row.
@@ -50,7 +51,7 @@ func (p *Pool) eject(b *Backend) {
 		}
 		x.mu.Unlock()
 	}
-	if !member {
+	if !member || len(s.backends) < 2 || b.State() == Draining {
 		return
 	}
 	if limit := max(1, pc.MaxEjectedPercent*len(s.backends)/100); ejected >= limit {

@@ -115,7 +115,8 @@ func TestPassiveEjection(t *testing.T) {
 			{n: 2, pct: 50, wantMax: 1},
 			{n: 3, pct: 50, wantMax: 1},
 			{n: 10, pct: 30, wantMax: 3},
-			{n: 1, pct: 50, wantMax: 1}, // at least one
+			{n: 1, pct: 50, wantMax: 0}, // a lone backend stays
+			{n: 5, pct: 10, wantMax: 1}, // at least one of several
 			{n: 5, pct: 100, wantMax: 5},
 		}
 		for _, tt := range tests {
@@ -142,7 +143,7 @@ func TestPassiveEjection(t *testing.T) {
 				if ejected != tt.wantMax {
 					t.Fatalf("%d of %d ejected at %d%%, want %d", ejected, tt.n, tt.pct, tt.wantMax)
 				}
-				if kept == nil {
+				if kept == nil || tt.n < 2 {
 					return
 				}
 				// Over the cap a backend stays in; once room is made, its
@@ -156,6 +157,23 @@ func TestPassiveEjection(t *testing.T) {
 					t.Errorf("kept backend %s after room was made, want unhealthy", kept.State())
 				}
 			})
+		}
+	})
+
+	t.Run("draining backends are not ejected", func(t *testing.T) {
+		t.Parallel()
+		bs := backends(t, 3)
+		p, _ := testPool(t, cfg, bs)
+		b, _ := p.Pick(netip.Addr{}, nil)
+		if err := p.Drain(b.ID); err != nil {
+			t.Fatal(err)
+		}
+		p.Done(b, time.Millisecond, ServerError)
+		b.active.Add(2)
+		p.Done(b, time.Millisecond, ServerError)
+		p.Done(b, time.Millisecond, ServerError)
+		if b.Ejections() != 0 || b.State() != Draining {
+			t.Errorf("draining backend: %d ejections, %s", b.Ejections(), b.State())
 		}
 	})
 
