@@ -16,7 +16,8 @@ import (
 	"github.com/scaleout/scaleout/balancer"
 )
 
-// testPool returns a round-robin pool named app over urls.
+// testPool returns a round-robin pool named app over urls, without passive
+// health checks, so that the proxy alone is tested.
 func testPool(t testing.TB, urls ...string) *balancer.Pool {
 	t.Helper()
 	var bs []*balancer.Backend
@@ -27,7 +28,10 @@ func testPool(t testing.TB, urls ...string) *balancer.Pool {
 		}
 		bs = append(bs, b)
 	}
-	pool, err := balancer.New("app", balancer.Config{Logger: slog.New(slog.DiscardHandler)}, bs)
+	pool, err := balancer.New("app", balancer.Config{
+		Logger:  slog.New(slog.DiscardHandler),
+		Passive: balancer.PassiveConfig{Disabled: true},
+	}, bs)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,9 +64,11 @@ func NewServer(cfg ServerConfig, h fasthttp.RequestHandler, log *slog.Logger) *f
 	}
 	bodyTimeout := cfg.BodyReadTimeout
 	return &fasthttp.Server{
-		Handler:                       h,
-		ErrorHandler:                  errorHandler,
-		HeaderReceived:                func(*fasthttp.RequestHeader) fasthttp.RequestConfig { return fasthttp.RequestConfig{ReadTimeout: bodyTimeout} },
+		Handler:      h,
+		ErrorHandler: errorHandler,
+		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+			return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
+		},
 		Name:                          cfg.Name,
 		NoDefaultServerHeader:         cfg.Name == "",
 		NoDefaultContentType:          true,
