@@ -169,9 +169,6 @@ type Route struct {
 	Upstream string `yaml:"upstream"`
 }
 
-// Algorithms lists the balancing algorithms the gateway knows.
-var Algorithms = []string{"round-robin", "weighted-round-robin", "least-connections", "least-response-time", "ip-hash"}
-
 // Load reads and validates the file at path.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/scaleout/scaleout/balancer"
 )
 
 func (c *Config) applyDefaults() {
@@ -150,8 +152,8 @@ func (c *Config) validateUpstream(v *validator, name string) {
 		v.errf(p, "empty upstream: give it backends")
 		return
 	}
-	if !slices.Contains(Algorithms, u.Algorithm) {
-		v.errf(p+".algorithm", "unknown algorithm %q (want one of %s)", u.Algorithm, strings.Join(Algorithms, ", "))
+	if algs := balancer.Algorithms(); !slices.Contains(algs, u.Algorithm) {
+		v.errf(p+".algorithm", "unknown algorithm %q (want one of %s)", u.Algorithm, strings.Join(algs, ", "))
 	}
 	seen := map[string]int{}
 	for i, b := range u.Backends {

@@ -248,7 +248,7 @@ func TestAdminAPI(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, body := get(t, admin+"/metrics"); code != 200 || !strings.Contains(body, "scaleout_") {
+	if code, body, _ := get(t, admin+"/metrics"); code != 200 || !strings.Contains(body, "scaleout_") {
 		t.Errorf("/metrics = %d without scaleout_ metrics", code)
 	}
 	if code, _ := adminDo(t, "GET", admin+"/healthz", "", ""); code != 200 {

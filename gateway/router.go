@@ -5,7 +5,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/scaleout/scaleout/balancer"
 	"github.com/scaleout/scaleout/config"
 )
 
@@ -19,12 +18,6 @@ type route struct {
 // router is an immutable routing table, swapped whole on reload.
 type router struct {
 	routes []route
-}
-
-// upstream is a named pool; it outlives reloads while its name stays.
-type upstream struct {
-	name string
-	pool *balancer.Pool
 }
 
 func newRouter(rs []config.Route, ups map[string]*upstream) *router {

@@ -73,6 +73,24 @@ func countingBackend(spec string) int {
 	return 0
 }
 
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -190,7 +208,7 @@ func TestBackendKilledUnderLoad(t *testing.T) {
 	}
 	listen := freeAddr(t)
 	path := writeConfig(t, dir, listen, freeAddr(t), "round-robin", urls...)
-	var log bytes.Buffer
+	var log syncBuffer
 	g := exec.Command(binary, "serve", "--config", path)
 	g.Stderr = &log
 	startProc(t, g)
@@ -271,7 +289,7 @@ func TestServeReloadsAndStops(t *testing.T) {
 	listen, admin := freeAddr(t), freeAddr(t)
 	path := writeConfig(t, dir, listen, admin, "round-robin", a.url)
 	g := exec.Command(binary, "serve", "--config", path, "--watch", "100ms")
-	var log bytes.Buffer
+	var log syncBuffer
 	g.Stderr = &log
 	startProc(t, g)
 	waitHTTP(t, "http://"+listen+"/")
