@@ -45,15 +45,16 @@ func uniquePrefix(t testing.TB) string {
 	return "test:" + name + ":" + hex.EncodeToString(b[:]) + ":"
 }
 
-// newClient returns a go-redis client with the short timeouts Config.Redis
-// recommends, closed when the test ends.
+// newClient returns a go-redis client with short timeouts (a little longer
+// than Config.Redis recommends, for slow -race runs on a busy machine),
+// closed when the test ends.
 func newClient(t testing.TB, addr string) *redis.Client {
 	t.Helper()
 	rc := redis.NewClient(&redis.Options{
 		Addr:         addr,
-		DialTimeout:  250 * time.Millisecond,
-		ReadTimeout:  250 * time.Millisecond,
-		WriteTimeout: 250 * time.Millisecond,
+		DialTimeout:  time.Second,
+		ReadTimeout:  time.Second,
+		WriteTimeout: time.Second,
 		MaxRetries:   -1,
 	})
 	t.Cleanup(func() { _ = rc.Close() })
@@ -62,11 +63,23 @@ func newClient(t testing.TB, addr string) *redis.Client {
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
+// testLogger sends log lines to t.Log, shown when the test fails.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
 // newTestCache builds a cache and closes it when the test ends.
 func newTestCache(t testing.TB, cfg Config) *Cache {
 	t.Helper()
 	if cfg.Logger == nil {
-		cfg.Logger = quietLogger()
+		cfg.Logger = testLogger(t)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

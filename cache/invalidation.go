@@ -114,7 +114,7 @@ func (c *Cache) apply(payload string) {
 	if m.node == c.node {
 		return
 	}
-	c.invalReceived.Add(1)
+	defer c.invalReceived.Add(1) // after applying: tests wait on it
 	switch m.kind {
 	case msgKeys:
 		for _, k := range m.names {
