@@ -1,0 +1,526 @@
+package replica
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Cluster is one handle to a PostgreSQL primary and its replicas. Create it
+// with Open; all its methods are safe for concurrent use.
+type Cluster struct {
+	cfg   Config
+	nodes []*node
+
+	route atomic.Pointer[routing]
+	rr    atomic.Uint64
+
+	readsToPrimary atomic.Uint64
+	noPrimary      atomic.Uint64
+
+	history walHistory    // the primary's positions over time; checker only
+	kick    chan struct{} // asks the checker for an early check
+	cancel  context.CancelFunc
+	done    chan struct{}
+	closed  atomic.Bool
+	once    sync.Once
+}
+
+// routing is the immutable outcome of one check round, swapped atomically.
+type routing struct {
+	primary  *node   // nil: no primary
+	rotation []*node // replicas serving reads
+	why      string  // why there is no primary
+}
+
+// Open creates a pool per node, runs the first role check (bounded by ctx
+// and Config.CheckTimeout) and starts re-checking every
+// Config.CheckInterval. It fails only on bad configuration: a cluster whose
+// nodes are all down opens, answers ErrNoPrimary, and finds them as they
+// come up.
+func Open(ctx context.Context, cfg Config) (*Cluster, error) {
+	if len(cfg.Nodes) == 0 {
+		return nil, errors.New("replica: Config.Nodes is empty")
+	}
+	cfg = cfg.withDefaults()
+	c := &Cluster{cfg: cfg, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	c.route.Store(&routing{why: "not checked yet"})
+	for i, dsn := range cfg.Nodes {
+		pcfg, err := pgxpool.ParseConfig(dsn)
+		if err != nil {
+			c.closeNodes()
+			return nil, fmt.Errorf("replica: Config.Nodes[%d]: %w", i, err)
+		}
+		if cfg.MaxConns > 0 {
+			pcfg.MaxConns = cfg.MaxConns
+		}
+		if cfg.ConfigurePool != nil {
+			cfg.ConfigurePool(pcfg)
+		}
+		pool, err := pgxpool.NewWithConfig(context.Background(), pcfg)
+		if err != nil {
+			c.closeNodes()
+			return nil, fmt.Errorf("replica: Config.Nodes[%d]: %w", i, err)
+		}
+		c.nodes = append(c.nodes, &node{
+			addr:    nodeAddr(&pcfg.ConnConfig.Config),
+			pool:    pool,
+			connCfg: pcfg.ConnConfig.Copy(),
+		})
+	}
+	c.checkAll(ctx)
+	lctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	go c.loop(lctx)
+	return c, nil
+}
+
+// Close stops the checks and closes every pool, waiting for connections in
+// use to be released. Statements after Close fail with ErrClosed.
+func (c *Cluster) Close() {
+	c.once.Do(func() {
+		c.closed.Store(true)
+		c.cancel()
+		<-c.done
+		c.closeNodes()
+	})
+}
+
+func (c *Cluster) closeNodes() {
+	for _, n := range c.nodes {
+		n.close()
+	}
+}
+
+// loop re-checks every CheckInterval, and early (at most every quarter
+// interval) when a statement found a node gone.
+func (c *Cluster) loop(ctx context.Context) {
+	defer close(c.done)
+	t := time.NewTicker(c.cfg.CheckInterval)
+	defer t.Stop()
+	minGap := c.cfg.CheckInterval / 4
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.kick:
+			if wait := minGap - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}
+		c.checkAll(ctx)
+		last = time.Now()
+	}
+}
+
+// checkAll checks every node at once and publishes the new routing.
+func (c *Cluster) checkAll(ctx context.Context) {
+	probes := make([]probe, len(c.nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, c.cfg.CheckTimeout)
+			defer cancel()
+			probes[i] = n.check(cctx)
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil && c.closed.Load() {
+		return
+	}
+
+	var primaries []*node
+	var primaryLSN uint64
+	for i, p := range probes {
+		if p.ok && !p.inRecovery {
+			primaries = append(primaries, c.nodes[i])
+			primaryLSN = recordEnd(p.lsn)
+		}
+	}
+	r := &routing{}
+	switch len(primaries) {
+	case 1:
+		r.primary = primaries[0]
+	case 0:
+		r.why = "no reachable node reports pg_is_in_recovery() = false"
+	default:
+		r.primary = nil
+		r.why = fmt.Sprintf("%d nodes report pg_is_in_recovery() = false; refusing writes until one is demoted", len(primaries))
+		c.cfg.Logger.Error("replica: more than one node claims to be the primary", "nodes", len(primaries))
+	}
+
+	now := time.Now()
+	if r.primary != nil {
+		if prev := c.route.Load().primary; prev != r.primary {
+			c.history.reset()
+		}
+		c.history.add(now, primaryLSN)
+	}
+	for i, n := range c.nodes {
+		p := probes[i]
+		st := nodeState{checked: now, lagBytes: -1, lagSeconds: -1}
+		if p.ok {
+			st.healthy = true
+			st.lsn = p.lsn
+			if p.inRecovery {
+				st.role = RoleReplica
+				n.replayLSN.Store(p.lsn)
+				if r.primary != nil {
+					st.lagBytes = 0
+					if primaryLSN > p.lsn {
+						st.lagBytes = int64(primaryLSN - p.lsn)
+					}
+				}
+				st.lagSeconds = 0
+				switch {
+				case r.primary != nil:
+					st.lagSeconds = c.history.behind(p.lsn, now).Seconds()
+				case p.receiveLSN > p.lsn && p.replaySecs > 0:
+					// No primary to compare with: time since the last
+					// replayed commit, while WAL waits to be replayed.
+					st.lagSeconds = p.replaySecs
+				}
+				st.inRotation = (c.cfg.MaxLag < 0 || st.lagSeconds <= c.cfg.MaxLag.Seconds()) &&
+					(c.cfg.MaxLagBytes < 0 || st.lagBytes <= c.cfg.MaxLagBytes)
+				if st.inRotation {
+					r.rotation = append(r.rotation, n)
+				}
+			} else {
+				st.role = RolePrimary
+				if len(primaries) > 1 {
+					st.lastErr = r.why
+				}
+			}
+		} else {
+			st.lastErr = p.err.Error()
+		}
+		n.mu.Lock()
+		old := n.st
+		n.st = st
+		n.mu.Unlock()
+		if p.ok {
+			n.down.Store(false)
+		}
+		c.logChange(n, old, st)
+	}
+	c.route.Store(r)
+}
+
+func (c *Cluster) logChange(n *node, old, st nodeState) {
+	log := c.cfg.Logger
+	switch {
+	case old.healthy && !st.healthy:
+		log.Warn("replica: node down", "node", n.addr, "err", st.lastErr)
+	case !old.healthy && st.healthy:
+		log.Info("replica: node up", "node", n.addr, "role", st.role.String())
+	case old.role != st.role && st.healthy:
+		log.Warn("replica: node changed role", "node", n.addr, "from", old.role.String(), "to", st.role.String())
+	case old.role == RoleReplica && old.inRotation != st.inRotation:
+		log.Info("replica: read rotation changed", "node", n.addr, "in_rotation", st.inRotation,
+			"lag_bytes", st.lagBytes, "lag_seconds", st.lagSeconds)
+	}
+}
+
+// nodeFailed takes n out of routing until the next good check, drops its
+// pooled connections (they are as dead as it is) and asks for a check.
+func (c *Cluster) nodeFailed(n *node) {
+	if n.down.CompareAndSwap(false, true) {
+		n.pool.Reset()
+	}
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// observe counts a statement's outcome on n and reacts to n going away.
+func (c *Cluster) observe(ctx context.Context, n *node, err error) {
+	if err == nil {
+		return
+	}
+	n.errs.Add(1)
+	if nodeGone(ctx, err) {
+		c.nodeFailed(n)
+	}
+}
+
+// writeNode returns the primary, or ErrNoPrimary.
+func (c *Cluster) writeNode() (*node, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	r := c.route.Load()
+	if r.primary == nil {
+		c.noPrimary.Add(1)
+		return nil, fmt.Errorf("%w: %s", ErrNoPrimary, r.why)
+	}
+	if r.primary.down.Load() {
+		c.noPrimary.Add(1)
+		return nil, fmt.Errorf("%w: %s went away, waiting for the next check", ErrNoPrimary, r.primary.addr)
+	}
+	return r.primary, nil
+}
+
+// readNode chooses the node for a read: a replica in rotation that is not
+// except and has replayed ctx's token, else the primary (when allowed).
+func (c *Cluster) readNode(ctx context.Context, except *node) (*node, error) {
+	if c.closed.Load() {
+		return nil, ErrClosed
+	}
+	if isPrimary(ctx) {
+		return c.writeNode()
+	}
+	r := c.route.Load()
+	tok := uint64(TokenFrom(ctx))
+	if n := c.pickReplica(r.rotation, tok, except); n != nil {
+		return n, nil
+	}
+	if tok == 0 && c.cfg.NoFallback {
+		return nil, ErrNoReplica
+	}
+	if r.primary == nil || r.primary == except || r.primary.down.Load() {
+		c.noPrimary.Add(1)
+		return nil, fmt.Errorf("%w and %w: %s", ErrNoReplica, ErrNoPrimary, r.why)
+	}
+	c.readsToPrimary.Add(1)
+	return r.primary, nil
+}
+
+func (c *Cluster) pickReplica(rot []*node, tok uint64, except *node) *node {
+	k := len(rot)
+	if k == 0 {
+		return nil
+	}
+	eligible := func(n *node) bool {
+		return n != except && !n.down.Load() && n.replayLSN.Load() >= tok
+	}
+	if c.cfg.Balance == LeastLatency {
+		var best *node
+		var bestRTT int64
+		for _, n := range rot {
+			if !eligible(n) {
+				continue
+			}
+			if rtt := n.rtt.Load(); best == nil || rtt < bestRTT {
+				best, bestRTT = n, rtt
+			}
+		}
+		return best
+	}
+	start := int(c.rr.Add(1) % uint64(k))
+	for i := 0; i < k; i++ {
+		if n := rot[(start+i)%k]; eligible(n) {
+			return n
+		}
+	}
+	return nil
+}
+
+// acquireWrite acquires a connection to the primary; an unreachable
+// primary is ErrNoPrimary, since nothing was sent.
+func (c *Cluster) acquireWrite(ctx context.Context) (*node, *pgxpool.Conn, error) {
+	n, err := c.writeNode()
+	if err != nil {
+		return nil, nil, err
+	}
+	conn, err := n.pool.Acquire(ctx)
+	if err != nil {
+		c.observe(ctx, n, err)
+		if nodeGone(ctx, err) {
+			c.noPrimary.Add(1)
+			return nil, nil, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
+		}
+		return nil, nil, err
+	}
+	n.queries.Add(1)
+	return n, conn, nil
+}
+
+// Exec runs sql on the primary, whatever it is. With no known or reachable
+// primary it fails at once with an error wrapping ErrNoPrimary and nothing
+// sent. An error after sending is returned as it came (the statement may
+// or may not have run).
+func (c *Cluster) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	n, conn, err := c.acquireWrite(ctx)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	defer conn.Release()
+	tag, err := conn.Exec(ctx, sql, args...)
+	c.observe(ctx, n, err)
+	return tag, err
+}
+
+// Begin starts a transaction on the primary; see BeginTx.
+func (c *Cluster) Begin(ctx context.Context) (pgx.Tx, error) {
+	return c.BeginTx(ctx, pgx.TxOptions{})
+}
+
+// BeginTx starts a transaction on the primary: every statement of a
+// transaction runs there, read-only or not. The connection returns to the
+// pool on Commit or Rollback. With no reachable primary it fails with an
+// error wrapping ErrNoPrimary.
+func (c *Cluster) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
+	n, conn, err := c.acquireWrite(ctx)
+	if err != nil {
+		return nil, err
+	}
+	t, err := conn.BeginTx(ctx, opts)
+	if err != nil {
+		conn.Release()
+		c.observe(ctx, n, err)
+		if nodeGone(ctx, err) && pgconn.SafeToRetry(err) {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
+		}
+		return nil, err
+	}
+	return &tx{Tx: t, conn: conn}, nil
+}
+
+// tx releases its pool connection when it ends, like pgxpool's.
+type tx struct {
+	pgx.Tx
+	conn *pgxpool.Conn
+}
+
+func (t *tx) release() {
+	if t.conn != nil {
+		t.conn.Release()
+		t.conn = nil
+	}
+}
+
+func (t *tx) Commit(ctx context.Context) error {
+	err := t.Tx.Commit(ctx)
+	t.release()
+	return err
+}
+
+func (t *tx) Rollback(ctx context.Context) error {
+	err := t.Tx.Rollback(ctx)
+	t.release()
+	return err
+}
+
+// Token returns a read-your-writes token: the primary's WAL insert
+// position now, which every transaction committed before the call is at or
+// before. Call it after a write commits and pass it to WithToken (or set
+// its String form in a cookie) so later reads see the write.
+func (c *Cluster) Token(ctx context.Context) (Token, error) {
+	n, conn, err := c.acquireWrite(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Release()
+	var s string
+	err = conn.QueryRow(ctx, "select pg_current_wal_insert_lsn()::text").Scan(&s)
+	c.observe(ctx, n, err)
+	if err != nil {
+		return 0, fmt.Errorf("replica: reading WAL position: %w", err)
+	}
+	t, err := ParseToken(s)
+	return Token(recordEnd(uint64(t))), err
+}
+
+// Read acquires a connection for reads, chosen as Query chooses for a
+// read-only statement (a replica in rotation that has replayed ctx's token,
+// else the primary unless Config.NoFallback): for several reads on one
+// node, such as a REPEATABLE READ READ ONLY transaction on a replica.
+// Statements on it are not classified; a write on a replica fails there.
+// The caller must Release it.
+func (c *Cluster) Read(ctx context.Context) (*pgxpool.Conn, error) {
+	n, err := c.readNode(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := n.pool.Acquire(ctx)
+	if err != nil && readRetryable(ctx, err) {
+		c.observe(ctx, n, err)
+		n.retries.Add(1)
+		n, err = c.readNode(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		conn, err = n.pool.Acquire(ctx)
+	}
+	if err != nil {
+		c.observe(ctx, n, err)
+		return nil, err
+	}
+	n.queries.Add(1)
+	return conn, nil
+}
+
+// Query runs sql and returns its rows. A statement IsReadOnly accepts goes
+// to a replica in the read rotation that has replayed ctx's token (see
+// WithToken), chosen by Config.Balance, else to the primary unless
+// Config.NoFallback; any other statement, or any statement under a
+// context from Primary, goes to the primary. A read that fails before its
+// first row because its node went away (or was cancelled by a replica's
+// recovery conflict) is retried once on another node, transparently.
+func (c *Cluster) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	r := &rows{c: c, ctx: ctx, sql: sql, args: args}
+	if isPrimary(ctx) || !IsReadOnly(sql) {
+		n, conn, err := c.acquireWrite(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r.n, r.conn = n, conn
+		r.Rows, err = conn.Query(ctx, sql, args...)
+		if err != nil {
+			r.finish(err)
+			return nil, err
+		}
+		return r, nil
+	}
+	r.read = true
+	if err := r.start(nil); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// QueryRow is Query for at most one row; errors are deferred to Scan,
+// which returns pgx.ErrNoRows when there is no row.
+func (c *Cluster) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	rs, err := c.Query(ctx, sql, args...)
+	return &row{rows: rs, err: err}
+}
+
+type row struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}

@@ -1,0 +1,332 @@
+package replica
+
+// IsReadOnly reports whether sql may run on a hot-standby replica. It is the
+// rule Query and QueryRow route by; everything it does not accept goes to
+// the primary. The rule is deliberately conservative: a false "no" costs a
+// primary round trip, a false "yes" would fail on the replica or read a
+// stale row that a lock was meant to protect.
+//
+// sql is read as PostgreSQL's lexer reads it, skipping string literals
+// ('…', E'…' with backslash escapes, U&'…'), quoted identifiers ("…"),
+// dollar-quoted strings ($$…$$, $tag$…$tag$), -- and nested /* */
+// comments, and $n parameters. Every statement (sql may hold several,
+// separated by ';') must pass all of these:
+//
+//   - its first word is SELECT, WITH, VALUES, TABLE or SHOW, or it starts
+//     with a parenthesis ("(SELECT …) UNION …"); or it is EXPLAIN,
+//     whose options (ANALYZE, VERBOSE, a parenthesised list) are skipped and
+//     whose inner statement is then judged by this same rule;
+//   - no word INSERT, UPDATE, DELETE, MERGE or INTO appears outside literals
+//     (so data-modifying CTEs and SELECT … INTO go to the primary);
+//   - no locking clause: SHARE after FOR or KEY (FOR SHARE, FOR KEY SHARE;
+//     FOR UPDATE and FOR NO KEY UPDATE contain UPDATE);
+//   - no call to a function that writes, takes a lock, or fails on a
+//     standby: nextval, setval, currval, lastval, txid_current,
+//     pg_current_xact_id, pg_notify, pg_switch_wal, pg_advisory_*,
+//     pg_try_advisory_*, pg_current_wal_*, pg_create_*, pg_drop_*,
+//     pg_logical_emit_message, lo_* (large objects), dblink_exec.
+//
+// An unterminated literal, identifier or comment, or text with no statement
+// at all, is not read-only. The rule cannot see inside user-defined
+// functions: a SELECT calling a function that writes must be sent with a
+// context from Primary. It assumes standard_conforming_strings=on, the
+// default since PostgreSQL 9.1.
+func IsReadOnly(sql string) bool {
+	lx := lexer{s: sql}
+	const (
+		stStart   = iota // expecting a statement's first word
+		stExplain        // inside EXPLAIN's options
+		stBody           // inside an accepted statement
+	)
+	state := stStart
+	statements := 0
+	var prev token
+	parenDepth := 0 // of EXPLAIN's option list
+	for {
+		tk, ok := lx.next()
+		if !ok {
+			return false // unterminated literal or comment
+		}
+		if tk.kind == tkEOF {
+			return statements > 0 && state != stExplain
+		}
+		switch state {
+		case stStart:
+			switch tk.kind {
+			case tkSemicolon:
+				prev = tk
+				continue
+			case tkWord:
+				switch {
+				case tk.is("select"), tk.is("with"), tk.is("values"), tk.is("table"), tk.is("show"):
+					state = stBody
+					statements++
+				case tk.is("explain"):
+					state = stExplain
+					statements++
+				default:
+					return false
+				}
+			case tkOpen: // (SELECT …) UNION (SELECT …)
+				state = stBody
+				statements++
+			default:
+				return false
+			}
+		case stExplain:
+			switch {
+			case parenDepth > 0:
+				switch tk.kind {
+				case tkOpen:
+					parenDepth++
+				case tkClose:
+					parenDepth--
+				}
+			case tk.kind == tkOpen:
+				parenDepth = 1
+			case tk.kind == tkWord && (tk.is("analyze") || tk.is("analyse") || tk.is("verbose")):
+			case tk.kind == tkWord && (tk.is("select") || tk.is("with") || tk.is("values") || tk.is("table")):
+				state = stBody
+			default:
+				return false
+			}
+		case stBody:
+			switch tk.kind {
+			case tkSemicolon:
+				state = stStart
+			case tkWord:
+				switch {
+				case tk.is("insert"), tk.is("update"), tk.is("delete"), tk.is("merge"), tk.is("into"):
+					return false
+				case tk.is("share") && prev.kind == tkWord && (prev.is("for") || prev.is("key")):
+					return false
+				}
+			case tkOpen:
+				if (prev.kind == tkWord || prev.kind == tkQuotedIdent) && writesFunction(prev) {
+					return false
+				}
+			}
+		}
+		prev = tk
+	}
+}
+
+// writesFunction reports whether a function named by tk writes, locks or
+// cannot run on a standby.
+func writesFunction(tk token) bool {
+	for _, name := range [...]string{"nextval", "setval", "currval", "lastval", "txid_current",
+		"pg_current_xact_id", "pg_notify", "pg_switch_wal", "pg_logical_emit_message", "dblink_exec"} {
+		if tk.is(name) {
+			return true
+		}
+	}
+	for _, prefix := range [...]string{"pg_advisory_", "pg_try_advisory_", "pg_current_wal_", "pg_create_",
+		"pg_drop_", "lo_"} {
+		if tk.hasPrefix(prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+type tokenKind uint8
+
+const (
+	tkEOF tokenKind = iota
+	tkWord
+	tkQuotedIdent
+	tkLiteral
+	tkParam
+	tkOpen
+	tkClose
+	tkSemicolon
+	tkOther
+)
+
+// token is one lexical token; text is a word's or quoted identifier's name.
+type token struct {
+	kind tokenKind
+	text string
+}
+
+// is reports whether tk names lit (lower case ASCII): case-insensitively
+// for a word, exactly for a quoted identifier.
+func (tk token) is(lit string) bool {
+	if tk.kind == tkQuotedIdent {
+		return tk.text == lit
+	}
+	if len(tk.text) != len(lit) {
+		return false
+	}
+	return tk.hasPrefix(lit)
+}
+
+func (tk token) hasPrefix(lit string) bool {
+	if len(tk.text) < len(lit) {
+		return false
+	}
+	if tk.kind == tkQuotedIdent {
+		return tk.text[:len(lit)] == lit
+	}
+	for i := 0; i < len(lit); i++ {
+		c := tk.text[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lit[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// lexer splits SQL into tokens the way PostgreSQL's scanner does, as far as
+// IsReadOnly needs: it never allocates.
+type lexer struct {
+	s   string
+	pos int
+}
+
+func isIdentStart(c byte) bool {
+	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c >= 0x80
+}
+
+func isIdentCont(c byte) bool {
+	return isIdentStart(c) || '0' <= c && c <= '9' || c == '$'
+}
+
+// next returns the next token; ok is false on an unterminated literal,
+// quoted identifier or comment.
+func (lx *lexer) next() (tk token, ok bool) {
+	s := lx.s
+	for lx.pos < len(s) {
+		c := s[lx.pos]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			lx.pos++
+		case c == '-' && lx.pos+1 < len(s) && s[lx.pos+1] == '-':
+			for lx.pos < len(s) && s[lx.pos] != '\n' && s[lx.pos] != '\r' {
+				lx.pos++
+			}
+		case c == '/' && lx.pos+1 < len(s) && s[lx.pos+1] == '*':
+			depth := 0
+			for {
+				if lx.pos+1 >= len(s) {
+					return token{}, false
+				}
+				switch {
+				case s[lx.pos] == '/' && s[lx.pos+1] == '*':
+					depth++
+					lx.pos += 2
+				case s[lx.pos] == '*' && s[lx.pos+1] == '/':
+					depth--
+					lx.pos += 2
+				default:
+					lx.pos++
+					continue
+				}
+				if depth == 0 {
+					break
+				}
+			}
+		case c == '\'':
+			lx.pos++
+			return token{kind: tkLiteral}, lx.skipString(false)
+		case (c == 'e' || c == 'E') && lx.pos+1 < len(s) && s[lx.pos+1] == '\'':
+			lx.pos += 2
+			return token{kind: tkLiteral}, lx.skipString(true)
+		case c == '"':
+			start := lx.pos + 1
+			for i := start; i < len(s); i++ {
+				if s[i] != '"' {
+					continue
+				}
+				if i+1 < len(s) && s[i+1] == '"' {
+					i++
+					continue
+				}
+				lx.pos = i + 1
+				return token{kind: tkQuotedIdent, text: s[start:i]}, true
+			}
+			return token{}, false
+		case c == '$':
+			return lx.dollar()
+		case isIdentStart(c):
+			start := lx.pos
+			for lx.pos < len(s) && isIdentCont(s[lx.pos]) {
+				lx.pos++
+			}
+			return token{kind: tkWord, text: s[start:lx.pos]}, true
+		case c == '(':
+			lx.pos++
+			return token{kind: tkOpen}, true
+		case c == ')':
+			lx.pos++
+			return token{kind: tkClose}, true
+		case c == ';':
+			lx.pos++
+			return token{kind: tkSemicolon}, true
+		default:
+			// Numbers, operators, punctuation: one byte at a time is enough.
+			lx.pos++
+			return token{kind: tkOther}, true
+		}
+	}
+	return token{kind: tkEOF}, true
+}
+
+// skipString moves past a single-quoted literal whose opening quote has
+// been consumed; backslash escapes apply in E'…' strings.
+func (lx *lexer) skipString(backslash bool) bool {
+	s := lx.s
+	for lx.pos < len(s) {
+		c := s[lx.pos]
+		switch {
+		case backslash && c == '\\':
+			lx.pos += 2
+		case c == '\'':
+			if lx.pos+1 < len(s) && s[lx.pos+1] == '\'' {
+				lx.pos += 2
+				continue
+			}
+			lx.pos++
+			return true
+		default:
+			lx.pos++
+		}
+	}
+	return false
+}
+
+// dollar lexes what starts with '$': a parameter ($1), or a dollar-quoted
+// string ($$…$$, $tag$…$tag$).
+func (lx *lexer) dollar() (token, bool) {
+	s := lx.s
+	start := lx.pos
+	i := start + 1
+	if i < len(s) && '0' <= s[i] && s[i] <= '9' {
+		for i < len(s) && '0' <= s[i] && s[i] <= '9' {
+			i++
+		}
+		lx.pos = i
+		return token{kind: tkParam}, true
+	}
+	if i < len(s) && s[i] != '$' && isIdentStart(s[i]) {
+		for i < len(s) && isIdentCont(s[i]) && s[i] != '$' {
+			i++
+		}
+	}
+	if i >= len(s) || s[i] != '$' {
+		lx.pos = start + 1
+		return token{kind: tkOther}, true
+	}
+	tag := s[start : i+1]
+	body := i + 1
+	for j := body; j+len(tag) <= len(s); j++ {
+		if s[j] == '$' && s[j:j+len(tag)] == tag {
+			lx.pos = j + len(tag)
+			return token{kind: tkLiteral}, true
+		}
+	}
+	return token{}, false
+}
