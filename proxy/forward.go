@@ -93,6 +93,11 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx, upstream string, pool *balancer.
 	x.isHead = h.IsHead()
 	x.idem = idempotent(h)
 
+	if ambiguousFraming(h) {
+		x.up.errors[failAmbiguous].Inc()
+		p.fail(ctx, x, failAmbiguous, nil)
+		return
+	}
 	ws := isWebSocket(h)
 	p.prepareRequest(ctx, x, ws)
 	if ws {
@@ -485,6 +490,9 @@ func (p *Proxy) fail(ctx *fasthttp.RequestCtx, x *exchange, k failKind, b *balan
 		resp.SetConnectionClose()
 	case failClientBody:
 		msg = "could not read the request body for upstream "
+		resp.SetConnectionClose()
+	case failAmbiguous:
+		msg = "ambiguous framing (Content-Length with Transfer-Encoding) refused by upstream "
 		resp.SetConnectionClose()
 	case failStatus:
 		msg = "every backend failed for upstream "

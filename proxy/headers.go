@@ -270,3 +270,31 @@ func isWebSocket(h *fasthttp.RequestHeader) bool {
 	}
 	return false
 }
+
+// ambiguousFraming reports a request that came with both Transfer-Encoding
+// and Content-Length. fasthttp lets chunked win (RFC 9112 allows that and
+// closes the connection afterwards); the gateway refuses such a request
+// instead, since a backend might read it the other way. fasthttp itself
+// refuses duplicate or malformed Content-Length and unknown or repeated
+// Transfer-Encoding.
+func ambiguousFraming(h *fasthttp.RequestHeader) bool {
+	if h.ContentLength() != -1 {
+		return false
+	}
+	raw := h.RawHeaders()
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) > len("content-length") && bytes.EqualFold(line[:len("content-length")], []byte("content-length")) {
+			rest := bytes.TrimLeft(line[len("content-length"):], " \t")
+			if len(rest) > 0 && rest[0] == ':' {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -278,6 +278,7 @@ const (
 	failStatus                // the backend answered 502, 503 or 504
 	failClientBody            // reading the client's body failed
 	failBodyTooLarge          // the client's body is over MaxRequestBodyBytes
+	failAmbiguous             // the client's request has ambiguous framing
 	numFailKinds
 )
 
@@ -294,6 +295,7 @@ var failKindNames = [numFailKinds]string{
 	failStatus:       "status",
 	failClientBody:   "client_body",
 	failBodyTooLarge: "body_too_large",
+	failAmbiguous:    "ambiguous_framing",
 }
 
 // notSent reports whether the failed try surely did not reach the backend.
@@ -322,7 +324,7 @@ func (k failKind) status() int {
 		return fasthttp.StatusServiceUnavailable
 	case failConnTimeout, failTimeout:
 		return fasthttp.StatusGatewayTimeout
-	case failClientBody:
+	case failClientBody, failAmbiguous:
 		return fasthttp.StatusBadRequest
 	case failBodyTooLarge:
 		return fasthttp.StatusRequestEntityTooLarge
