@@ -160,6 +160,9 @@ type Timeouts struct {
 
 // Route sends matching requests to an upstream.
 type Route struct {
+	// Name labels the route in metrics and the admin API. Default: the
+	// host and path prefix, e.g. "example.com/api" or "/".
+	Name string `yaml:"name"`
 	// Host matches the request's Host (without port), exactly or as
 	// "*.example.com". Empty matches every host.
 	Host string `yaml:"host"`
@@ -167,6 +170,32 @@ type Route struct {
 	PathPrefix string `yaml:"path_prefix"`
 	// Upstream names the pool.
 	Upstream string `yaml:"upstream"`
+	// CDN rewrites asset URLs in this route's HTML and CSS to a CDN host and
+	// serves the assets with CDN-friendly headers. Off by default.
+	CDN *CDN `yaml:"cdn"`
+}
+
+// CDN configures asset offloading on a route.
+type CDN struct {
+	// Host is the CDN's base URL, e.g. https://cdn.example.com. Required.
+	Host string `yaml:"host"`
+	// Origins are the absolute origins (scheme://host[:port]) whose asset
+	// URLs are rewritten too; the page's own origin always is.
+	Origins []string `yaml:"origins"`
+	// Patterns select asset paths: "*.css" globs and "/static/" prefixes.
+	// Default: images, CSS, JS, fonts, video and /static/.
+	Patterns []string `yaml:"patterns"`
+	// Fingerprint appends a content version to rewritten URLs so that they
+	// can be cached as immutable. Default false.
+	Fingerprint bool `yaml:"fingerprint"`
+	// CacheControl for assets served as the CDN's origin. Default
+	// "public, max-age=86400" ("…, immutable" a year for fingerprinted URLs).
+	CacheControl string `yaml:"cache_control"`
+	// PullHeader names a request header that marks a request as coming from
+	// the CDN (e.g. CDN-Loop). Default: none.
+	PullHeader string `yaml:"pull_header"`
+	// PullSources are the CIDRs the CDN pulls from. Default: none.
+	PullSources []string `yaml:"pull_sources"`
 }
 
 // Load reads and validates the file at path.

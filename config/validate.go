@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/cdn"
 )
 
 func (c *Config) applyDefaults() {
@@ -75,8 +77,12 @@ func (c *Config) applyDefaults() {
 		def(&u.DrainTimeout, Duration(30*time.Second))
 	}
 	for i := range c.Routes {
-		if c.Routes[i].PathPrefix == "" {
-			c.Routes[i].PathPrefix = "/"
+		r := &c.Routes[i]
+		if r.PathPrefix == "" {
+			r.PathPrefix = "/"
+		}
+		if r.Name == "" {
+			r.Name = r.Host + r.PathPrefix
 		}
 	}
 }
@@ -117,8 +123,13 @@ func (c *Config) validate(v *validator) {
 	if len(c.Routes) == 0 {
 		v.errf("routes", "no route is defined: add one with path_prefix and upstream")
 	}
+	names := map[string]int{}
 	for i, r := range c.Routes {
 		p := fmt.Sprintf("routes.%d", i)
+		if j, dup := names[r.Name]; dup {
+			v.errf(p, "route %q is already defined by route %d: give one a distinct name", r.Name, j)
+		}
+		names[r.Name] = i
 		if r.Upstream == "" {
 			v.errf(p+".upstream", "missing")
 		} else if _, ok := c.Upstreams[r.Upstream]; !ok {
@@ -129,6 +140,16 @@ func (c *Config) validate(v *validator) {
 		}
 		if strings.ContainsAny(r.Host, "/: ") {
 			v.errf(p+".host", "%q must be a host name without scheme or port", r.Host)
+		}
+		if r.CDN != nil {
+			for j, s := range r.CDN.PullSources {
+				if _, err := parsePrefix(s); err != nil {
+					v.errf(fmt.Sprintf("%s.cdn.pull_sources.%d", p, j), "%q is not an address or CIDR", s)
+				}
+			}
+			if _, err := cdn.New(r.CDNConfig()); err != nil {
+				v.errf(p+".cdn", "%v", err)
+			}
 		}
 	}
 }
@@ -227,4 +248,28 @@ func (h Health) StatusRange() (lo, hi int, err error) {
 		return 0, 0, fmt.Errorf("%q is not a status or range such as 200-399", h.ExpectStatus)
 	}
 	return lo, hi, nil
+}
+
+// CDNConfig translates the route's cdn block for the cdn package.
+func (r Route) CDNConfig() cdn.Config {
+	c := r.CDN
+	if c == nil {
+		return cdn.Config{}
+	}
+	var sources []netip.Prefix
+	for _, s := range c.PullSources {
+		if p, err := parsePrefix(s); err == nil {
+			sources = append(sources, p)
+		}
+	}
+	return cdn.Config{
+		Route:             r.Name,
+		Host:              c.Host,
+		Origins:           c.Origins,
+		Patterns:          c.Patterns,
+		Fingerprint:       c.Fingerprint,
+		AssetCacheControl: c.CacheControl,
+		CDNHeader:         c.PullHeader,
+		CDNSources:        sources,
+	}
 }

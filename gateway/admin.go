@@ -24,6 +24,9 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/upstreams", g.apiUpstreams)
+	mux.HandleFunc("GET /api/cdn", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"routes": g.cdnStats.Stats()})
+	})
 	mux.HandleFunc("GET /api/upstreams/{name}", g.apiUpstream)
 	mux.HandleFunc("POST /api/upstreams/{name}/backends", g.auth(g.apiAddBackend))
 	mux.HandleFunc("DELETE /api/upstreams/{name}/backends/{id}", g.auth(g.apiRemoveBackend))

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
 	"github.com/scaleout/scaleout/proxy"
 )
@@ -40,6 +41,11 @@ type Gateway struct {
 	cfg    *config.Config
 	ups    map[string]*upstream
 	router atomic.Pointer[router]
+	// rewriters are the CDN rewriters by route name; they survive reloads
+	// that leave their route's cdn block alone, and so do their counters.
+	rewriters    map[string]*cdn.Rewriter
+	rewriterKeys map[string]string
+	cdnStats     *cdn.Collector
 	runCtx context.Context // set by Run: pools started later run under it
 
 	server *fasthttp.Server
@@ -71,9 +77,15 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		}
 		g.ups[name] = u
 	}
-	g.router.Store(newRouter(cfg.Routes, g.ups))
+	g.cdnStats = cdn.NewCollector()
+	rws, err := g.rewritersFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	g.installRewriters(cfg, rws)
+	g.router.Store(newRouter(cfg.Routes, g.ups, rws))
 	g.metrics = newGatewayMetrics()
-	for _, c := range []prometheus.Collector{g.metrics, balancer.NewCollector(g.pools), proxyCollector{g}} {
+	for _, c := range []prometheus.Collector{g.metrics, balancer.NewCollector(g.pools), proxyCollector{g}, g.cdnStats} {
 		if err := g.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
@@ -194,7 +206,50 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("no route for this host and path\n")
 		return
 	}
+	if rt.cdn != nil {
+		g.serveCDN(ctx, rt)
+		return
+	}
 	rt.upstream.proxy.Serve(ctx, rt.upstream.name, rt.upstream.pool)
+}
+
+// rewritersFor builds the CDN rewriters of cfg's routes, reusing the
+// running ones whose configuration is unchanged. Callers hold g.mu or own g.
+func (g *Gateway) rewritersFor(cfg *config.Config) (map[string]*cdn.Rewriter, error) {
+	out := map[string]*cdn.Rewriter{}
+	for _, r := range cfg.Routes {
+		if r.CDN == nil {
+			continue
+		}
+		key := fmt.Sprintf("%+v", *r.CDN)
+		if old := g.rewriters[r.Name]; old != nil && g.rewriterKeys[r.Name] == key {
+			out[r.Name] = old
+			continue
+		}
+		rw, err := cdn.New(r.CDNConfig())
+		if err != nil {
+			return nil, fmt.Errorf("route %s: %w", r.Name, err)
+		}
+		out[r.Name] = rw
+	}
+	return out, nil
+}
+
+// installRewriters makes rws the running set. Callers hold g.mu or own g.
+func (g *Gateway) installRewriters(cfg *config.Config, rws map[string]*cdn.Rewriter) {
+	for name := range g.rewriters {
+		if rws[name] == nil {
+			g.cdnStats.Remove(name)
+		}
+	}
+	g.rewriterKeys = map[string]string{}
+	for _, r := range cfg.Routes {
+		if rw := rws[r.Name]; rw != nil {
+			g.cdnStats.Set(rw)
+			g.rewriterKeys[r.Name] = fmt.Sprintf("%+v", *r.CDN)
+		}
+	}
+	g.rewriters = rws
 }
 
 // Addrs reports the bound data-plane and admin addresses once Run has

@@ -57,6 +57,11 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 		plans[name] = p
 	}
 
+	rws, err := g.rewritersFor(cfg)
+	if err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+
 	next := map[string]*upstream{}
 	for name, p := range plans {
 		uc := cfg.Upstreams[name]
@@ -93,7 +98,8 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 		}
 	}
 	g.ups = next
-	g.router.Store(newRouter(cfg.Routes, next))
+	g.installRewriters(cfg, rws)
+	g.router.Store(newRouter(cfg.Routes, next, rws))
 	g.cfg = cfg
 	g.log.Info("configuration reloaded", "upstreams", len(next), "routes", len(cfg.Routes))
 	return nil

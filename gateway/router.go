@@ -5,14 +5,17 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
 )
 
 // route is one compiled routing rule.
 type route struct {
+	name     string
 	host     string // exact host, "*.suffix" wildcard, or "" for any
 	prefix   string
 	upstream *upstream
+	cdn      *cdn.Rewriter // nil: no CDN offloading on this route
 }
 
 // router is an immutable routing table, swapped whole on reload.
@@ -20,10 +23,16 @@ type router struct {
 	routes []route
 }
 
-func newRouter(rs []config.Route, ups map[string]*upstream) *router {
+func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string]*cdn.Rewriter) *router {
 	r := &router{}
 	for _, c := range rs {
-		r.routes = append(r.routes, route{host: strings.ToLower(c.Host), prefix: c.PathPrefix, upstream: ups[c.Upstream]})
+		r.routes = append(r.routes, route{
+			name:     c.Name,
+			host:     strings.ToLower(c.Host),
+			prefix:   c.PathPrefix,
+			upstream: ups[c.Upstream],
+			cdn:      rewriters[c.Name],
+		})
 	}
 	// Host-specific rules before catch-alls, then longer prefixes first;
 	// among equals the order of the file decides.
