@@ -46,7 +46,7 @@ type Gateway struct {
 	rewriters    map[string]*cdn.Rewriter
 	rewriterKeys map[string]string
 	cdnStats     *cdn.Collector
-	runCtx context.Context // set by Run: pools started later run under it
+	runCtx       context.Context // set by Run: pools started later run under it
 
 	server *fasthttp.Server
 	admin  *http.Server
