@@ -77,6 +77,7 @@ type Backend struct {
 	idleClosed bool
 	// removing marks a backend that leaves the pool once drained;
 	// removeGen tells a removal that was called off from the current one.
+	// Both are guarded by the pool's mu, not b.mu.
 	removing  bool
 	removeGen uint64
 	// Active health checks.

@@ -1,10 +1,12 @@
 package balancer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -309,5 +311,66 @@ func collect(t *testing.T, c *Collector) {
 		close(ch)
 	}()
 	for range ch {
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestStateChangesLogged(t *testing.T) {
+	t.Parallel()
+	var buf syncBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	bs := backends(t, 2)
+	p, clk := testPool(t, Config{Logger: log, Passive: PassiveConfig{Failures: 1}}, bs)
+	outcome(t, p, bs[0], time.Millisecond, Timeout)
+	clk.Advance(10 * time.Second)
+	if err := p.Drain(bs[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	type entry struct {
+		Msg, Upstream, Backend, From, To, Reason string
+	}
+	var got []entry
+	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var e entry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if e.Msg == "backend state changed" {
+			got = append(got, e)
+		}
+	}
+	want := []entry{
+		{Upstream: "app", Backend: bs[0].ID, From: "healthy", To: "unhealthy", Reason: "passive: 1 failures in a row, ejected for 10s"},
+		{Upstream: "app", Backend: bs[0].ID, From: "unhealthy", To: "healthy", Reason: "passive: ejection ended"},
+		{Upstream: "app", Backend: bs[1].ID, From: "healthy", To: "draining", Reason: "drained"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("logged %+v, want %+v", got, want)
+	}
+	for i := range want {
+		want[i].Msg = "backend state changed"
+		if got[i] != want[i] {
+			t.Errorf("change %d logged %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	if n := bs[0].changes[Unhealthy].Load() + bs[0].changes[Healthy].Load(); n != 2 {
+		t.Errorf("%d changes counted, want 2", n)
 	}
 }
