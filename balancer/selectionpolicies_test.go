@@ -422,9 +422,6 @@ func TestPickNoBackend(t *testing.T) {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	if testing.Short() {
-		t.Skip("allocation counts are not checked with -short")
-	}
 	for _, alg := range Algorithms() {
 		t.Run(alg, func(t *testing.T) {
 			bs := backends(t, 10, 1, 2, 3)
