@@ -223,8 +223,16 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, x *exchange, b *balancer.Backe
 	}
 	hc := p.client(b).hc
 
+	// A reused keep-alive connection may have been closed by the backend
+	// while idle. Writing a request to it would fail after the request
+	// might have been received, so it is checked first (one non-blocking
+	// peek): always for requests that may not be sent again, and for the
+	// others once the connection has been idle a while (a connection busy a
+	// moment ago is almost surely alive, and if not, the request can be
+	// retried).
+	replayable := x.replayable()
 	cc, err := hc.AcquireConn(0, false)
-	for i := 0; err == nil && !cc.LastUseTime().IsZero() && !usable(cc.Conn()); i++ {
+	for i := 0; err == nil && needsCheck(cc.LastUseTime(), replayable) && !usable(cc.Conn()); i++ {
 		hc.CloseConn(cc)
 		if i == 64 {
 			err = errors.New("too many dead keep-alive connections")
@@ -350,6 +358,19 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, x *exchange, b *balancer.Backe
 	resp.SetBodyStream(s, size)
 	resp.ImmediateHeaderFlush = true
 	return failNone
+}
+
+// idleCheckAfter is how long a keep-alive connection must have been idle
+// before an idempotent request checks it.
+const idleCheckAfter = time.Second
+
+// needsCheck reports whether a connection last used at lastUse must be
+// checked before a request is written to it (zero lastUse: a new one).
+func needsCheck(lastUse time.Time, replayable bool) bool {
+	if lastUse.IsZero() {
+		return false
+	}
+	return !replayable || time.Since(lastUse) > idleCheckAfter
 }
 
 // readResponseHeader reads a response header, skipping interim 1xx

@@ -26,7 +26,8 @@ type RetryConfig struct {
 	// by Max only.
 	BudgetPercent int
 	// BudgetBurst is the number of retries the budget allows before any
-	// traffic has paid for them, and the most it saves up. Default 10.
+	// traffic has paid for them, and the most it saves up: enough for every
+	// request in flight on a backend that dies. Default 100.
 	BudgetBurst int
 	// ReplayBodyBytes is the largest body of an idempotent request held in
 	// memory so that the request can be sent again. Larger bodies are
@@ -49,7 +50,7 @@ func (c RetryConfig) withDefaults() RetryConfig {
 		c.BudgetPercent = 100
 	}
 	if c.BudgetBurst <= 0 {
-		c.BudgetBurst = 10
+		c.BudgetBurst = 100
 	}
 	if c.ReplayBodyBytes <= 0 {
 		c.ReplayBodyBytes = 64 << 10
