@@ -89,9 +89,13 @@ func (p *Pool) drainLocked(b *Backend, reason string) {
 		if b.idle == nil {
 			b.idle, b.idleClosed = make(chan struct{}), false
 		}
-		b.signalIdleLocked()
 		return reason
 	})
+	// Only now that the state says Draining: a Pick counting a request
+	// after this sees the state and backs off, or is seen here.
+	b.mu.Lock()
+	b.signalIdleLocked()
+	b.mu.Unlock()
 }
 
 // undrainLocked calls off b's draining and removal; p.mu must be held.

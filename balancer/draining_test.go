@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -193,4 +195,50 @@ func waitForTimer(t *testing.T, clk *fakeClock) {
 		defer clk.mu.Unlock()
 		return len(clk.timers) > 0
 	})
+}
+
+// TestRemoveUnderLoad checks that a backend removed while picks run leaves
+// only once nothing is in flight on it, and gets no request afterwards.
+func TestRemoveUnderLoad(t *testing.T) {
+	t.Parallel()
+	for round := range 20 {
+		bs := backends(t, 3)
+		p, _ := testPool(t, Config{DrainTimeout: time.Hour}, bs) // the fake clock never times out
+		victim := bs[round%3]
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					b, err := p.Pick(netip.Addr{}, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					runtime.Gosched()
+					p.Done(b, time.Microsecond, Success)
+				}
+			})
+		}
+		time.Sleep(time.Millisecond)
+		if err := p.Remove(victim.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitDrained(context.Background(), victim.ID); err != nil {
+			t.Fatal(err)
+		}
+		active, served := victim.Active(), victim.Served()
+		eventually(t, "the victim leaves", func() bool { return p.Backend(victim.ID) == nil })
+		time.Sleep(time.Millisecond)
+		close(stop)
+		wg.Wait()
+		if active != 0 || victim.Served() != served {
+			t.Fatalf("round %d: drained with %d in flight; served %d then %d", round, active, served, victim.Served())
+		}
+	}
 }
