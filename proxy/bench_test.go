@@ -27,7 +27,7 @@ func BenchmarkProxy(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	go be.Serve(ln) //nolint:errcheck
+	go be.Serve(ln)     //nolint:errcheck
 	defer be.Shutdown() //nolint:errcheck
 
 	beAddr := ln.Addr().String()
@@ -46,7 +46,7 @@ func BenchmarkProxy(b *testing.B) {
 			ctx.Error(err.Error(), 502)
 		}
 	}}
-	go msrv.Serve(mln) //nolint:errcheck
+	go msrv.Serve(mln)    //nolint:errcheck
 	defer msrv.Shutdown() //nolint:errcheck
 
 	b.Run("direct", func(b *testing.B) { benchGET(b, beAddr, body) })
