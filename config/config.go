@@ -31,6 +31,9 @@ type Config struct {
 	// Routes map requests to upstreams; the first match wins, and a
 	// longer path prefix is tried before a shorter one.
 	Routes []Route `yaml:"routes"`
+	// Cache configures the layers of the HTTP cache that routes with
+	// cache.enabled use.
+	Cache CacheLayers `yaml:"cache"`
 
 	// Path is the file the configuration was read from, if any.
 	Path string `yaml:"-"`
@@ -173,6 +176,39 @@ type Route struct {
 	// CDN rewrites asset URLs in this route's HTML and CSS to a CDN host and
 	// serves the assets with CDN-friendly headers. Off by default.
 	CDN *CDN `yaml:"cdn"`
+	// Cache turns on shared HTTP caching for this route. Off by default.
+	Cache *RouteCache `yaml:"cache"`
+}
+
+// CacheLayers are the storage layers of the gateway's HTTP cache.
+type CacheLayers struct {
+	Memory struct {
+		// MaxBytes bounds the in-process layer. Default 64MiB.
+		MaxBytes ByteSize `yaml:"max_bytes"`
+	} `yaml:"memory"`
+	Redis struct {
+		// URL of the shared layer, e.g. redis://127.0.0.1:6379/0. Default:
+		// none, memory only (no sharing or purging across nodes).
+		URL string `yaml:"url"`
+		// Prefix of the keys; gateways with the same Redis and prefix share
+		// entries and purges. Default "scaleout:http:".
+		Prefix string `yaml:"prefix"`
+	} `yaml:"redis"`
+}
+
+// RouteCache is a route's HTTP caching.
+type RouteCache struct {
+	// Enabled turns caching on.
+	Enabled bool `yaml:"enabled"`
+	// MaxObjectBytes bounds a stored response; larger ones stream through
+	// uncached. Default 1MiB.
+	MaxObjectBytes ByteSize `yaml:"max_object_bytes"`
+	// DefaultTTL is the freshness of cacheable responses that carry none.
+	// Default 0: they are not stored (no heuristic freshness).
+	DefaultTTL Duration `yaml:"default_ttl"`
+	// StoreSetCookie stores responses that carry Set-Cookie, without the
+	// cookie. Default false: they are not stored.
+	StoreSetCookie bool `yaml:"store_set_cookie"`
 }
 
 // CDN configures asset offloading on a route.

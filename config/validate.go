@@ -76,8 +76,15 @@ func (c *Config) applyDefaults() {
 		def(&u.MaxConnsPerBackend, 512)
 		def(&u.DrainTimeout, Duration(30*time.Second))
 	}
+	def(&c.Cache.Memory.MaxBytes, 64<<20)
+	if c.Cache.Redis.Prefix == "" {
+		c.Cache.Redis.Prefix = "scaleout:http:"
+	}
 	for i := range c.Routes {
 		r := &c.Routes[i]
+		if r.Cache != nil {
+			def(&r.Cache.MaxObjectBytes, 1<<20)
+		}
 		if r.PathPrefix == "" {
 			r.PathPrefix = "/"
 		}
@@ -120,6 +127,11 @@ func (c *Config) validate(v *validator) {
 	for _, name := range c.Names() {
 		c.validateUpstream(v, name)
 	}
+	if u := c.Cache.Redis.URL; u != "" {
+		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Scheme != "unix" && pu.Host == "") {
+			v.errf("cache.redis.url", "%q is not a redis:// URL", u)
+		}
+	}
 	if len(c.Routes) == 0 {
 		v.errf("routes", "no route is defined: add one with path_prefix and upstream")
 	}
@@ -140,6 +152,9 @@ func (c *Config) validate(v *validator) {
 		}
 		if strings.ContainsAny(r.Host, "/: ") {
 			v.errf(p+".host", "%q must be a host name without scheme or port", r.Host)
+		}
+		if r.Cache != nil && r.Cache.MaxObjectBytes > c.Cache.Memory.MaxBytes/4 {
+			v.errf(p+".cache.max_object_bytes", "%d is more than a quarter of cache.memory.max_bytes (%d)", r.Cache.MaxObjectBytes, c.Cache.Memory.MaxBytes)
 		}
 		if r.CDN != nil {
 			for j, s := range r.CDN.PullSources {

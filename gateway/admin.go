@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sort"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/httpcache"
 )
 
 // adminHandler serves the admin API. Mutating calls need the bearer token
@@ -24,6 +26,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/upstreams", g.apiUpstreams)
+	mux.HandleFunc("POST /api/purge", g.auth(g.apiPurge))
 	mux.HandleFunc("GET /api/cdn", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"routes": g.cdnStats.Stats()})
 	})
@@ -193,4 +196,41 @@ func statusOf(err error) int {
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
+}
+
+// purgeRequest is the body of POST /api/purge: a URL, tags, or both.
+type purgeRequest struct {
+	URL  string   `json:"url"`
+	Tags []string `json:"tags"`
+}
+
+func (g *Gateway) apiPurge(w http.ResponseWriter, r *http.Request) {
+	var req purgeRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<16))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || (req.URL == "" && len(req.Tags) == 0) {
+		writeError(w, http.StatusBadRequest, `body must be JSON {"url": "http://host/path"} and/or {"tags": ["t1"]}`)
+		return
+	}
+	hc := g.httpCache.Load()
+	if hc == nil {
+		writeError(w, http.StatusNotFound, "no route has caching enabled")
+		return
+	}
+	if req.URL != "" {
+		u, err := url.Parse(req.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("url %q is not an absolute http(s) URL", req.URL))
+			return
+		}
+		if err := hc.store.PurgeURL(r.Context(), httpcache.Key(u.Scheme, u.Host, u.RequestURI())); err != nil {
+			writeError(w, http.StatusBadGateway, "purging: "+err.Error())
+			return
+		}
+	}
+	if err := hc.store.PurgeTags(r.Context(), req.Tags...); err != nil {
+		writeError(w, http.StatusBadGateway, "purging: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"purged": req})
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scaleout/scaleout/balancer"
+	"github.com/scaleout/scaleout/cache"
 	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
 	"github.com/scaleout/scaleout/proxy"
@@ -46,7 +47,10 @@ type Gateway struct {
 	rewriters    map[string]*cdn.Rewriter
 	rewriterKeys map[string]string
 	cdnStats     *cdn.Collector
-	runCtx       context.Context // set by Run: pools started later run under it
+	// httpCache is nil until a route caches.
+	httpCache atomic.Pointer[httpCache]
+	caches    []*cache.Cache  // closed when Run ends
+	runCtx    context.Context // set by Run: pools started later run under it
 
 	server *fasthttp.Server
 	admin  *http.Server
@@ -76,6 +80,9 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 			return nil, err
 		}
 		g.ups[name] = u
+	}
+	if err := g.openHTTPCache(cfg); err != nil {
+		return nil, err
 	}
 	g.cdnStats = cdn.NewCollector()
 	rws, err := g.rewritersFor(cfg)
@@ -142,6 +149,7 @@ func proxyConfig(u *config.Upstream, c *config.Config, log *slog.Logger) proxy.C
 		ResponseHeaderTimeout: u.Timeouts.ResponseHeader.Std(),
 		IdleConnTimeout:       u.Timeouts.Idle.Std(),
 		MaxConnsPerBackend:    u.MaxConnsPerBackend,
+		BufferResponseBytes:   bufferFor(u, c),
 		MaxRequestBodyBytes:   int64(c.Server.MaxBodyBytes),
 		TrustedProxies:        c.TrustedPrefixes(),
 		Retries:               proxy.RetryConfig{Max: max(u.Retries.Max, 0), BudgetPercent: u.Retries.BudgetPercent},
@@ -151,6 +159,20 @@ func proxyConfig(u *config.Upstream, c *config.Config, log *slog.Logger) proxy.C
 		pc.AccessLog = log.With("log", "access")
 	}
 	return pc
+}
+
+// bufferFor is how large a response with a Content-Length the proxy
+// buffers whole instead of streaming: at least 64 KiB, and as large as the
+// largest object a cached route to this upstream may store, so that the
+// cache sees the whole body.
+func bufferFor(u *config.Upstream, c *config.Config) int {
+	n := 64 << 10
+	for _, r := range c.Routes {
+		if r.Cache != nil && r.Cache.Enabled && c.Upstreams[r.Upstream] == u {
+			n = max(n, int(r.Cache.MaxObjectBytes))
+		}
+	}
+	return n
 }
 
 func newProxyFor(u *config.Upstream, c *config.Config, log *slog.Logger) *proxy.Proxy {
@@ -206,6 +228,18 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString("no route for this host and path\n")
 		return
 	}
+	if rt.cache != nil {
+		if hc := g.httpCache.Load(); hc != nil {
+			g.serveCached(ctx, rt, hc)
+			return
+		}
+	}
+	g.serveOrigin(ctx, rt)
+}
+
+// serveOrigin sends a request to its route's upstream, through the CDN
+// rewriter when the route has one.
+func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
 	if rt.cdn != nil {
 		g.serveCDN(ctx, rt)
 		return
@@ -332,6 +366,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		u.proxy.Close()
 	}
 	g.mu.Unlock()
+	for _, c := range g.caches {
+		_ = c.Close()
+	}
 	return runErr
 }
 

@@ -57,6 +57,9 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 		plans[name] = p
 	}
 
+	if err := g.openHTTPCache(cfg); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
 	rws, err := g.rewritersFor(cfg)
 	if err != nil {
 		return fmt.Errorf("reload: %w", err)

@@ -7,15 +7,18 @@ import (
 
 	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
+	"github.com/scaleout/scaleout/httpcache"
 )
 
 // route is one compiled routing rule.
 type route struct {
-	name     string
-	host     string // exact host, "*.suffix" wildcard, or "" for any
-	prefix   string
-	upstream *upstream
-	cdn      *cdn.Rewriter // nil: no CDN offloading on this route
+	name      string
+	host      string // exact host, "*.suffix" wildcard, or "" for any
+	prefix    string
+	upstream  *upstream
+	cdn       *cdn.Rewriter      // nil: no CDN offloading on this route
+	cache     *httpcache.Options // nil: no HTTP caching on this route
+	cacheOpts httpcache.Options
 }
 
 // router is an immutable routing table, swapped whole on reload.
@@ -33,6 +36,15 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 			upstream: ups[c.Upstream],
 			cdn:      rewriters[c.Name],
 		})
+		if c.Cache != nil && c.Cache.Enabled {
+			rt := &r.routes[len(r.routes)-1]
+			rt.cacheOpts = httpcache.Options{
+				DefaultTTL:     c.Cache.DefaultTTL.Std(),
+				MaxObjectBytes: int64(c.Cache.MaxObjectBytes),
+				StoreSetCookie: c.Cache.StoreSetCookie,
+			}
+			rt.cache = &rt.cacheOpts
+		}
 	}
 	// Host-specific rules before catch-alls, then longer prefixes first;
 	// among equals the order of the file decides.
