@@ -127,8 +127,9 @@ func (b *Backend) Active() int64 { return b.active.Load() }
 func (b *Backend) CurrentWeight() int { return int(b.weight.Load()) }
 
 // EWMA reports the exponentially weighted moving average of response time;
-// zero until the first sample. Each sample moves the average by ewmaAlpha
-// (0.2) of the difference, so it follows about the last 10 requests.
+// zero until the first sample, which sets it. Each further sample moves the
+// average by 0.2 of the difference (a sample's weight halves about every 3
+// requests), so it follows roughly the last 10 requests.
 func (b *Backend) EWMA() time.Duration {
 	return time.Duration(math.Float64frombits(b.ewmaNanos.Load()))
 }

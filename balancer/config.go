@@ -34,7 +34,8 @@ var ErrUnknownAlgorithm = errors.New("unknown algorithm")
 // health checks, passive checks on with their defaults, 30 s drain timeout.
 type Config struct {
 	// Algorithm is one of round-robin (the default), weighted-round-robin,
-	// least-connections, least-response-time, ip-hash.
+	// least-connections, least-response-time, ip-hash. Weights count for
+	// weighted-round-robin and ip-hash only.
 	Algorithm string
 	// Health configures active checks. With an empty Path there are none.
 	Health HealthConfig

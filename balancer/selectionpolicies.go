@@ -63,7 +63,8 @@ func usable(b *Backend, exclude []*Backend) bool {
 // backends give each exactly one of every n picks. A skipped backend (not
 // available, or excluded) does not hand its turn to its neighbour: the turn
 // moves past the backend that was picked, so the others keep equal shares.
-// The zero value is ready to use.
+// Weights are not used (see WeightedRoundRobin). The zero value is ready to
+// use.
 type RoundRobin struct {
 	next atomic.Uint64
 }
