@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,6 +29,7 @@ type lbFlags struct {
 	pin           bool
 	contenders    []string
 	fixedRounds   int
+	fixedCores    []int
 	fixedDuration time.Duration
 	fixedFraction float64
 	idleConns     int
@@ -44,7 +46,7 @@ type lbFlags struct {
 func parseLBFlags(args []string) (lbFlags, error) {
 	fs := flag.NewFlagSet("lb", flag.ContinueOnError)
 	var f lbFlags
-	var cores, contenders, mem string
+	var cores, contenders, mem, fixedCores string
 	fs.IntVar(&f.rounds, "rounds", 5, "measured rounds; each runs every contender once, in rotating order")
 	fs.DurationVar(&f.duration, "duration", 10*time.Second, "length of one wrk run")
 	fs.DurationVar(&f.warmup, "warmup", 3*time.Second, "unrecorded wrk run per contender before the rounds")
@@ -52,8 +54,10 @@ func parseLBFlags(args []string) (lbFlags, error) {
 	fs.IntVar(&f.threads, "threads", 0, "wrk threads (default: the number of cores of the run)")
 	fs.StringVar(&cores, "cores", "1,2", "comma-separated runs: cores (GOMAXPROCS, worker_processes, nbthread) per contender")
 	fs.BoolVar(&f.pin, "pin", true, "in 1-core runs on a machine with 2+ CPUs, pin the contender to CPU 0 and the load and backends to the others")
-	fs.StringVar(&contenders, "contenders", "direct,scaleout,nginx,haproxy,caddy", "contenders, in order")
+	fs.StringVar(&contenders, "contenders", "direct,minimal,scaleout,nginx,haproxy,caddy",
+		"contenders, in order (minimal: bench/minproxy, a bare fasthttp proxy)")
 	fs.IntVar(&f.fixedRounds, "fixed-rounds", 3, "fixed-rate rounds (0: none)")
+	fs.StringVar(&fixedCores, "fixed-cores", "1", "the runs (by cores) that get the fixed-rate rounds")
 	fs.DurationVar(&f.fixedDuration, "fixed-duration", 10*time.Second, "length of one fixed-rate run")
 	fs.Float64Var(&f.fixedFraction, "fixed-fraction", 0.5, "fixed rate as a fraction of nginx's median requests/s")
 	fs.IntVar(&f.idleConns, "idle-conns", 10000, "memory test: idle keep-alive client connections (0: skip)")
@@ -68,14 +72,14 @@ func parseLBFlags(args []string) (lbFlags, error) {
 		return f, err
 	}
 	f.args = args
-	for _, c := range strings.Split(cores, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(c))
-		if err != nil || n < 1 || n > 64 {
-			return f, fmt.Errorf("-cores %q: want a comma-separated list of 1..64", cores)
-		}
-		f.cores = append(f.cores, n)
+	var err error
+	if f.cores, err = intList("-cores", cores); err != nil {
+		return f, err
 	}
-	known := map[string]bool{"direct": true, "scaleout": true, "nginx": true, "haproxy": true, "caddy": true}
+	if f.fixedCores, err = intList("-fixed-cores", fixedCores); err != nil {
+		return f, err
+	}
+	known := map[string]bool{"direct": true, "minimal": true, "scaleout": true, "nginx": true, "haproxy": true, "caddy": true}
 	for _, list := range []struct {
 		dst *[]string
 		src string
@@ -85,7 +89,7 @@ func parseLBFlags(args []string) (lbFlags, error) {
 				continue
 			}
 			if !known[c] {
-				return f, fmt.Errorf("unknown contender %q (want direct, scaleout, nginx, haproxy, caddy)", c)
+				return f, fmt.Errorf("unknown contender %q (want direct, minimal, scaleout, nginx, haproxy, caddy)", c)
 			}
 			*list.dst = append(*list.dst, c)
 		}
@@ -152,7 +156,7 @@ func runLB(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, b := range []string{"scaleout", "scaleoutprof", "backend", "openloop", "holdconns", "caddy"} {
+	for _, b := range []string{"scaleout", "scaleoutprof", "minproxy", "backend", "openloop", "holdconns", "caddy"} {
 		if _, err := os.Stat(filepath.Join(f.bin, b)); err != nil {
 			return fmt.Errorf("missing binary: %w", err)
 		}
@@ -314,6 +318,12 @@ func (e *lbEnv) start(ctx context.Context, name string, g *group, backendPID int
 				"--cpuprofile", filepath.Join(e.dir, "cpu.pprof"), "--allocprofile", filepath.Join(e.dir, "allocs.pprof")}
 		}
 		spec.env = []string{gomax}
+	case "minimal":
+		spec.argv = []string{filepath.Join(e.f.bin, "minproxy"), "-listen", d.Listen}
+		for _, b := range e.backends {
+			spec.argv = append(spec.argv, "-backend", b)
+		}
+		spec.env = []string{gomax}
 	case "nginx":
 		d.MaxConns = e.nofile - 64
 		path, err := e.render("nginx.conf", d)
@@ -416,7 +426,7 @@ func lbCoresRun(ctx context.Context, f lbFlags, dir string, cores int) (lbRun, e
 	for _, c := range cs {
 		run.Saturation = append(run.Saturation, summarize(c.name, samples[c.name]))
 	}
-	if f.fixedRounds < 1 {
+	if f.fixedRounds < 1 || !slices.Contains(f.fixedCores, cores) {
 		return run, nil
 	}
 	base := find(run.Saturation, "nginx")
@@ -690,4 +700,19 @@ func pprofTop(ctx context.Context, args ...string) []string {
 		lines = append(lines, l)
 	}
 	return lines
+}
+
+func intList(flagName, v string) ([]int, error) {
+	var out []int
+	for _, c := range strings.Split(v, ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 64 {
+			return nil, fmt.Errorf("%s %q: want a comma-separated list of 1..64", flagName, v)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }

@@ -255,7 +255,9 @@ func fullMarkdown(f lbFlags, res lbResult) string {
 	fmt.Fprintf(&b, "Command: `%s`\n\n%s\n\n", res.Command, res.Machine.line())
 	b.WriteString("Backend: 2 processes of bench/backend (fasthttp, GOMAXPROCS=1, " +
 		fmt.Sprintf("%d-byte body). ", f.body) +
-		"Every proxy: round-robin over both, keep-alive to the backends, client Host kept, X-Forwarded-For/-Proto/-Host set, no access log.\n\n")
+		"Every proxy: round-robin over both, keep-alive to the backends, client Host kept, X-Forwarded-For/-Proto/-Host set, no access log. " +
+		"`minimal` is bench/minproxy, a bare fasthttp proxy (no header work, retries or metrics): the ceiling for scaleout on the same stack; " +
+		"`direct` is wrk against one backend.\n\n")
 	for _, run := range res.Runs {
 		b.WriteString(runMarkdown(f, run))
 		b.WriteString("\n")
