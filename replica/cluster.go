@@ -20,6 +20,7 @@ type Cluster struct {
 	nodes []*node
 
 	route atomic.Pointer[routing]
+	stmts stmtCache
 	rr    atomic.Uint64
 
 	readsToPrimary atomic.Uint64
@@ -475,7 +476,7 @@ func (c *Cluster) Read(ctx context.Context) (*pgxpool.Conn, error) {
 // recovery conflict) is retried once on another node, transparently.
 func (c *Cluster) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r := &rows{c: c, ctx: ctx, sql: sql, args: args}
-	if isPrimary(ctx) || !IsReadOnly(sql) {
+	if isPrimary(ctx) || !c.stmts.readOnly(sql) {
 		n, conn, err := c.acquireWrite(ctx)
 		if err != nil {
 			return nil, err

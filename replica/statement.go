@@ -1,5 +1,10 @@
 package replica
 
+import (
+	"sync"
+	"sync/atomic"
+)
+
 // IsReadOnly reports whether sql may run on a hot-standby replica. It is the
 // rule Query and QueryRow route by; everything it does not accept goes to
 // the primary. The rule is deliberately conservative: a false "no" costs a
@@ -95,11 +100,19 @@ func IsReadOnly(sql string) bool {
 			case tkSemicolon:
 				state = stStart
 			case tkWord:
-				switch {
-				case tk.is("insert"), tk.is("update"), tk.is("delete"), tk.is("merge"), tk.is("into"):
-					return false
-				case tk.is("share") && prev.kind == tkWord && (prev.is("for") || prev.is("key")):
-					return false
+				switch len(tk.text) { // most words fail on length alone
+				case 4:
+					if tk.is("into") {
+						return false
+					}
+				case 5:
+					if tk.is("merge") || tk.is("share") && prev.kind == tkWord && (prev.is("for") || prev.is("key")) {
+						return false
+					}
+				case 6:
+					if tk.is("insert") || tk.is("update") || tk.is("delete") {
+						return false
+					}
 				}
 			case tkOpen:
 				if (prev.kind == tkWord || prev.kind == tkQuotedIdent) && writesFunction(prev) {
@@ -329,4 +342,31 @@ func (lx *lexer) dollar() (token, bool) {
 		}
 	}
 	return token{}, false
+}
+
+// Limits of a Cluster's statement cache.
+const (
+	stmtCacheEntries = 4096
+	stmtCacheMaxLen  = 4096
+)
+
+// stmtCache remembers IsReadOnly's answer for the statements an app runs
+// (parameterised statements repeat), bounded in entries and statement
+// length: once full, new statements are classified on every call.
+type stmtCache struct {
+	m sync.Map // string -> bool
+	n atomic.Int32
+}
+
+func (sc *stmtCache) readOnly(sql string) bool {
+	if v, ok := sc.m.Load(sql); ok {
+		return v.(bool)
+	}
+	ro := IsReadOnly(sql)
+	if len(sql) <= stmtCacheMaxLen && sc.n.Load() < stmtCacheEntries {
+		if _, loaded := sc.m.LoadOrStore(sql, ro); !loaded {
+			sc.n.Add(1)
+		}
+	}
+	return ro
 }

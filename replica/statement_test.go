@@ -1,6 +1,7 @@
 package replica
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -147,5 +148,31 @@ func BenchmarkIsReadOnly(b *testing.B) {
 				IsReadOnly(sql)
 			}
 		})
+	}
+}
+
+func TestStmtCache(t *testing.T) {
+	var sc stmtCache
+	for range 3 {
+		for _, tc := range readOnlyCases {
+			if got := sc.readOnly(tc.sql); got != tc.want {
+				t.Fatalf("cached readOnly(%q) = %v, want %v", tc.sql, got, tc.want)
+			}
+		}
+	}
+	if int(sc.n.Load()) != len(readOnlyCases) {
+		t.Fatalf("cache holds %d statements, want %d", sc.n.Load(), len(readOnlyCases))
+	}
+	for i := range stmtCacheEntries + 10 {
+		sc.readOnly(fmt.Sprintf("select %d", i))
+	}
+	if sc.n.Load() != stmtCacheEntries {
+		t.Fatalf("cache grew to %d, want at most %d", sc.n.Load(), stmtCacheEntries)
+	}
+	if sc.readOnly("select 99999999") != true || sc.readOnly("delete from t where id = 99999999") != false {
+		t.Fatal("a full cache answers wrongly")
+	}
+	if n := testing.AllocsPerRun(100, func() { sc.readOnly("select 1") }); n != 0 {
+		t.Fatalf("cached lookup allocates %v times", n)
 	}
 }
