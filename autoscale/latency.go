@@ -29,7 +29,7 @@ type Latencies struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 
-	mu  sync.Mutex
+	mu  sync.RWMutex
 	ups map[string]*latencyRing
 }
 
@@ -61,12 +61,18 @@ func (l *Latencies) window() int {
 }
 
 func (l *Latencies) ring(upstream string) *latencyRing {
+	l.mu.RLock()
+	r := l.ups[upstream]
+	l.mu.RUnlock()
+	if r != nil {
+		return r
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.ups == nil {
 		l.ups = map[string]*latencyRing{}
 	}
-	r := l.ups[upstream]
+	r = l.ups[upstream]
 	if r == nil {
 		r = &latencyRing{slots: make([]latencySlot, l.window())}
 		l.ups[upstream] = r
