@@ -216,6 +216,7 @@ func (x *exchange) prepareResponse(h *fasthttp.ResponseHeader) {
 	h.Del(hTrailer)
 	h.Del(hTransferEnc)
 	h.Del(hUpgrade)
+	h.SetProtocol(strHTTP11) // the client talks to the gateway, which speaks 1.1
 	h.SetNoDefaultContentType(true)
 	h.SetBytesV(hRequestID, x.reqID)
 }

@@ -139,6 +139,12 @@ func TestRequestHeaders(t *testing.T) {
 
 // rawBackend answers every request on its connections with resp, verbatim.
 func rawBackend(t *testing.T, resp string) string {
+	return rawBackendClosing(t, resp, false)
+}
+
+// rawBackendClosing is rawBackend, closing the connection after each answer
+// if closeAfter.
+func rawBackendClosing(t *testing.T, resp string, closeAfter bool) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -160,7 +166,7 @@ func rawBackend(t *testing.T, resp string) string {
 						return
 					}
 					if strings.Contains(string(buf[:n]), "\r\n\r\n") {
-						if _, err := c.Write([]byte(resp)); err != nil {
+						if _, err := c.Write([]byte(resp)); err != nil || closeAfter {
 							return
 						}
 					}
@@ -225,6 +231,42 @@ func TestClientAddr(t *testing.T) {
 			if got := p.ClientAddr(&ctx).String(); got != tt.want {
 				t.Errorf("ClientAddr = %s, want %s", got, tt.want)
 			}
+		})
+	}
+}
+
+func TestBackendResponses(t *testing.T) {
+	tests := []struct {
+		name       string
+		resp       string
+		closeAfter bool
+		wantCode   int
+		wantBody   string
+	}{
+		{"interim 1xx responses are skipped", "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false, 200, "ok"},
+		{"204 has no body", "HTTP/1.1 204 No Content\r\n\r\n", false, 204, ""},
+		{"body delimited by close", "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", true, 200, "until the end"},
+		{"chunked body", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n", false, 200, "abcde"},
+		// RFC 9112 section 6.3: chunked wins, Content-Length is dropped.
+		{"Content-Length with Transfer-Encoding is reframed", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", false, 200, "abcde"},
+		{"conflicting Content-Length is a bad gateway", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", false, 502, ""},
+		{"an unasked 101 is a bad gateway", "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n", false, 502, ""},
+		{"a header block over MaxResponseHeaderBytes is a bad gateway", "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("b", 40<<10) + "\r\nContent-Length: 2\r\n\r\nok", false, 502, ""},
+		{"garbage is a bad gateway", "SPDY/3 what\r\n\r\n", false, 502, ""},
+		{"a backend 500 is relayed", "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\noops", false, 500, "oops"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pool := testPool(t, rawBackendClosing(t, tt.resp, tt.closeAfter))
+			addr := startProxy(t, New(Config{}), pool, ServerConfig{})
+			resp, body := rawExchange(t, addr, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			if resp == nil || resp.StatusCode != tt.wantCode {
+				t.Fatalf("got %v %q, want %d", resp, body, tt.wantCode)
+			}
+			if tt.wantBody != "" && body != tt.wantBody {
+				t.Fatalf("body %q, want %q", body, tt.wantBody)
+			}
+			assertIdle(t, pool)
 		})
 	}
 }
