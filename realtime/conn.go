@@ -507,6 +507,12 @@ func (c *conn) writeLoop() {
 			err = bw.Flush()
 		}
 		if err != nil {
+			// A write that timed out is a client too slow to take one
+			// batch within WriteTimeout; nothing more can be framed.
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.h.m.slow.Add(1)
+			}
 			c.mu.Lock()
 			c.closing = true
 			c.writing = false
