@@ -502,9 +502,19 @@ func lbMemory(ctx context.Context, f lbFlags, dir string) ([]memoryResult, error
 			if m.n <= 0 {
 				continue
 			}
-			r, err := memoryOnce(ctx, e, name, m.mode, m.n)
+			n := m.n
+			if name == "haproxy" {
+				// HAProxy reserves two descriptors per connection and
+				// refuses to start when maxconn does not fit the limit.
+				n = min(n, (e.nofile-64)/2-64)
+			}
+			r, err := memoryOnce(ctx, e, name, m.mode, n)
 			if err != nil {
-				return nil, fmt.Errorf("memory %s %s: %w", name, m.mode, err)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				logf("memory %s %s: %v", name, m.mode, err)
+				r.Note = err.Error()
 			}
 			logf("memory %-8s %s×%d: %d KiB → %d KiB (%.1f KiB per connection) %s",
 				name, m.mode, m.n, r.BaseKiB, r.LoadedKiB, r.PerConnKB, r.Note)

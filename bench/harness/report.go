@@ -167,14 +167,15 @@ func runMarkdown(f lbFlags, run lbRun) string {
 func memoryMarkdown(ms []memoryResult) string {
 	var b strings.Builder
 	b.WriteString("### Resident memory (VmRSS, all processes of the contender; 1 core)\n\n")
-	b.WriteString("| contender | clients | opened | RSS before | RSS with clients | per connection |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| contender | clients | opened | RSS before | RSS with clients | per connection | note |\n|---|---|---|---|---|---|---|\n")
 	for _, m := range ms {
 		what := fmt.Sprintf("%d idle keep-alive", m.Conns)
 		if m.Mode == "slow" {
 			what = fmt.Sprintf("%d slow (1 byte / 100 ms)", m.Conns)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %.1f MiB | %.1f MiB | %.1f KiB |\n",
-			m.Contender, what, m.Opened, float64(m.BaseKiB)/1024, float64(m.LoadedKiB)/1024, m.PerConnKB)
+		fmt.Fprintf(&b, "| %s | %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %s |\n",
+			m.Contender, what, m.Opened, float64(m.BaseKiB)/1024, float64(m.LoadedKiB)/1024, m.PerConnKB,
+			strings.ReplaceAll(m.Note, "\n", " "))
 	}
 	return b.String()
 }
