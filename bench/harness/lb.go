@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,10 +146,11 @@ type lbEnv struct {
 
 // contender is one server under test, running.
 type contender struct {
-	name string
-	url  string
-	proc *proc // nil for direct: its CPU is the first backend's
-	pid  int
+	name  string
+	url   string
+	admin string // scaleout's admin base URL, for /metrics
+	proc  *proc  // nil for direct: its CPU is the first backend's
+	pid   int
 }
 
 func runLB(ctx context.Context, args []string) error {
@@ -357,7 +359,11 @@ func (e *lbEnv) start(ctx context.Context, name string, g *group, backendPID int
 	if err := waitHTTP(ctx, p, url); err != nil {
 		return nil, err
 	}
-	return &contender{name: name, url: url, proc: p, pid: p.pid()}, nil
+	c := &contender{name: name, url: url, proc: p, pid: p.pid()}
+	if name == "scaleout" || name == "scaleoutprof" {
+		c.admin = "http://" + d.AdminListen
+	}
+	return c, nil
 }
 
 func nofile() int {
@@ -478,7 +484,14 @@ type memoryResult struct {
 	BaseKiB   int64   `json:"base_kib"`
 	LoadedKiB int64   `json:"loaded_kib"`
 	PerConnKB float64 `json:"per_conn_kib"`
-	Note      string  `json:"note,omitempty"`
+	// For scaleout, from its /metrics: the Go heap and stacks in use and
+	// the memory the runtime holds from the OS (RSS counts only the pages
+	// touched; a buffer allocated but not yet written is in the heap, not
+	// in RSS).
+	GoHeapKiB  int64  `json:"go_heap_inuse_kib,omitempty"`
+	GoStackKiB int64  `json:"go_stack_inuse_kib,omitempty"`
+	GoSysKiB   int64  `json:"go_sys_kib,omitempty"`
+	Note       string `json:"note,omitempty"`
 }
 
 // lbMemory measures each memory contender, freshly started with one core,
@@ -582,6 +595,11 @@ func memoryOnce(ctx context.Context, e *lbEnv, name, mode string, n int) (memory
 	// everywhere; idle ones settle at once.
 	time.Sleep(5 * time.Second)
 	r.LoadedKiB = rssKiB(c.pid)
+	if c.admin != "" {
+		m := goMemStats(ctx, c.admin+"/metrics")
+		r.GoHeapKiB, r.GoStackKiB, r.GoSysKiB = m["go_memstats_heap_inuse_bytes"]/1024,
+			m["go_memstats_stack_inuse_bytes"]/1024, m["go_memstats_sys_bytes"]/1024
+	}
 	if r.Opened > 0 {
 		r.PerConnKB = float64(r.LoadedKiB-r.BaseKiB) / float64(r.Opened)
 	}
@@ -725,4 +743,28 @@ func intList(flagName, v string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// goMemStats reads the go_memstats_* gauges of a Prometheus text page.
+func goMemStats(ctx context.Context, url string) map[string]int64 {
+	out := map[string]int64{}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return out
+	}
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && strings.HasPrefix(f[0], "go_memstats_") {
+			if v, err := strconv.ParseFloat(f[1], 64); err == nil {
+				out[f[0]] = int64(v)
+			}
+		}
+	}
+	return out
 }

@@ -175,7 +175,7 @@ func memoryMarkdown(ms []memoryResult) string {
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %.1f MiB | %.1f MiB | %.1f KiB | %s |\n",
 			m.Contender, what, m.Opened, float64(m.BaseKiB)/1024, float64(m.LoadedKiB)/1024, m.PerConnKB,
-			strings.ReplaceAll(m.Note, "\n", " "))
+			memNote(m))
 	}
 	return b.String()
 }
@@ -275,4 +275,17 @@ func fullMarkdown(f lbFlags, res lbResult) string {
 		b.WriteString(profileMarkdown(res.Profile))
 	}
 	return b.String()
+}
+
+func memNote(m memoryResult) string {
+	note := strings.ReplaceAll(m.Note, "\n", " ")
+	if m.GoHeapKiB > 0 && m.Opened > 0 {
+		if note != "" {
+			note += "; "
+		}
+		note += fmt.Sprintf("Go heap in use %.0f MiB (%.1f KiB per connection), stacks %.0f MiB, held from the OS %.0f MiB",
+			float64(m.GoHeapKiB)/1024, float64(m.GoHeapKiB)/float64(m.Opened),
+			float64(m.GoStackKiB)/1024, float64(m.GoSysKiB)/1024)
+	}
+	return note
 }
