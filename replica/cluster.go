@@ -364,6 +364,10 @@ func (c *Cluster) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	defer conn.Release()
 	tag, err := conn.Exec(ctx, sql, args...)
 	c.observe(ctx, n, err)
+	if err != nil && nodeGone(ctx, err) && pgconn.SafeToRetry(err) {
+		c.noPrimary.Add(1)
+		return tag, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
+	}
 	return tag, err
 }
 
