@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Item is a cached value.
@@ -69,6 +71,10 @@ type Cache struct {
 	flight    flight
 	lockSeq   atomic.Uint64
 	fakeClock bool
+	// With the default clock, now is start + monotonic time since start:
+	// one cheap clock read per call, immune to wall-clock jumps.
+	start     time.Time
+	startNano int64
 
 	// Invalidation counters: a fill from a slower layer is dropped from
 	// memory if its key's counter (or tagSeq) moved while it was loading.
@@ -86,6 +92,7 @@ type Cache struct {
 	fetches, fetchErrors, coalesced, lockWaits, lockTimeouts atomic.Uint64
 	invalSent, invalReceived, outages, recoveries            atomic.Uint64
 
+	ps        atomic.Pointer[redis.PubSub] // the live subscription, if any
 	stop      context.CancelFunc
 	done      chan struct{}
 	closeOnce sync.Once
@@ -108,22 +115,24 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 		node:      hex.EncodeToString(id[:]),
 		seed:      maphash.MakeSeed(),
 		fakeClock: fake,
+		start:     time.Now(),
 		dirtyKeys: make(map[string]struct{}),
 		dirtyTags: make(map[string]struct{}),
 		done:      make(chan struct{}),
 	}
-	c.mem, err = newMemory(cfg.MemoryMaxBytes, cfg.Now, fake)
+	c.startNano = c.start.UnixNano()
+	c.mem, err = newMemory(cfg.MemoryMaxBytes, c.nowNano, fake)
 	if err != nil {
 		return nil, err
 	}
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	c.stop = stop
+	c.flight.closing = bg
 	if cfg.Redis == nil {
 		close(c.done)
-		c.stop = func() {}
 		return c, nil
 	}
 	c.rds = newRedisLayer(cfg.Redis, cfg.Prefix)
-	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
-	c.stop = stop
 	ps, err := c.subscribe(ctx)
 	if err != nil {
 		c.markOutage(err)
@@ -132,17 +141,29 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// Close stops the background work. It does not close the Redis client.
+// Close stops the background work: it cancels the context of running
+// fetches and waits for them and for the subscriber to end. It does not
+// close the Redis client. Use no other method after Close.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
 		c.stop()
+		if ps := c.ps.Load(); ps != nil {
+			_ = ps.Close() // interrupts a blocked receive
+		}
 		<-c.done
+		c.flight.wg.Wait()
 		c.mem.close()
 	})
 	return nil
 }
 
-func (c *Cache) nowNano() int64 { return c.cfg.Now().UnixNano() }
+// nowNano returns the current time in unix nanoseconds.
+func (c *Cache) nowNano() int64 {
+	if c.fakeClock {
+		return c.cfg.Now().UnixNano()
+	}
+	return c.startNano + int64(time.Since(c.start))
+}
 
 func (c *Cache) slot(key string) *atomic.Uint64 {
 	return &c.seqs[maphash.String(c.seed, key)%seqSlots]
@@ -258,12 +279,15 @@ func (c *Cache) Set(ctx context.Context, key string, it Item) error {
 
 // SetAndPersist is write-through: it calls persist (which writes the value
 // to the system of record) and, only if that succeeds, stores it like Set.
-// persist's error is returned wrapped, and then nothing is cached.
+// If persist fails its error is returned wrapped and the new value is not
+// cached; the old one is deleted like Delete, since a failed write (a
+// timeout after the commit, say) may still have changed the record.
 func (c *Cache) SetAndPersist(ctx context.Context, key string, it Item, persist func(ctx context.Context) error) error {
 	if err := checkItem(key, it); err != nil {
 		return err
 	}
 	if err := persist(ctx); err != nil {
+		_ = c.Delete(ctx, key)
 		return fmt.Errorf("cache: persisting %q: %w", key, err)
 	}
 	return c.Set(ctx, key, it)

@@ -10,6 +10,10 @@ import (
 // included, waits for it or for its own context. The load's context is
 // cancelled when every caller has given up, so an abandoned load stops.
 type flight struct {
+	// closing, when done, cancels every load; wg counts running loads.
+	closing context.Context
+	wg      sync.WaitGroup
+
 	mu    sync.Mutex
 	calls map[string]*call
 }
@@ -34,9 +38,13 @@ func (f *flight) do(ctx context.Context, key string, load func(context.Context) 
 		c.waiters++
 	} else {
 		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stop := context.AfterFunc(f.closing, cancel)
 		c = &call{done: make(chan struct{}), waiters: 1, cancel: cancel}
 		f.calls[key] = c
+		f.wg.Add(1)
 		go func() {
+			defer f.wg.Done()
+			defer stop()
 			defer cancel()
 			c.item, c.err = load(lctx)
 			f.mu.Lock()

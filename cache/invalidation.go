@@ -48,7 +48,13 @@ func (c *Cache) subscriber(ctx context.Context, ps *redis.PubSub) {
 		}
 		if err == nil {
 			pause = 10 * time.Millisecond
+			c.ps.Store(ps)
+			if ctx.Err() != nil { // Close ran before the Store
+				_ = ps.Close()
+				return
+			}
 			err = c.receive(ctx, ps)
+			c.ps.Store(nil)
 			_ = ps.Close()
 			ps = nil
 		}

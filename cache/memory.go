@@ -23,7 +23,7 @@ type memEntry struct {
 type memory struct {
 	c        *otter.Cache[string, *memEntry]
 	maxBytes int64
-	now      func() time.Time
+	now      func() int64 // unix nanoseconds
 
 	tagsMu sync.Mutex
 	tags   map[string]map[string]*memEntry // tag -> key -> entry
@@ -33,12 +33,12 @@ type memory struct {
 
 // otterClock adapts an injected clock to otter; it has no ticks, so expired
 // entries are dropped on access and on writes instead of by a timer.
-type otterClock struct{ now func() time.Time }
+type otterClock struct{ now func() int64 }
 
-func (c otterClock) NowNano() int64                      { return c.now().UnixNano() }
+func (c otterClock) NowNano() int64                      { return c.now() }
 func (c otterClock) Tick(time.Duration) <-chan time.Time { return nil }
 
-func newMemory(maxBytes int64, now func() time.Time, fakeClock bool) (*memory, error) {
+func newMemory(maxBytes int64, now func() int64, fakeClock bool) (*memory, error) {
 	m := &memory{maxBytes: maxBytes, now: now, tags: make(map[string]map[string]*memEntry)}
 	opts := &otter.Options[string, *memEntry]{
 		MaximumWeight: uint64(maxBytes),
@@ -46,7 +46,7 @@ func newMemory(maxBytes int64, now func() time.Time, fakeClock bool) (*memory, e
 			return uint32(min(entryWeight(key, e), math.MaxUint32))
 		},
 		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[string, *memEntry]) time.Duration {
-			return time.Duration(e.Value.expiresAt - now().UnixNano())
+			return time.Duration(e.Value.expiresAt - now())
 		}),
 		OnAtomicDeletion: m.onDeletion,
 	}
@@ -108,7 +108,7 @@ func (m *memory) get(key string, now, outageStart int64, maxStale time.Duration)
 // peek reports whether key has an unexpired entry, without counting.
 func (m *memory) peek(key string) bool {
 	e, ok := m.c.GetEntryQuietly(key)
-	return ok && e.Value.expiresAt > m.now().UnixNano()
+	return ok && e.Value.expiresAt > m.now()
 }
 
 // set stores e under key, unless it is larger than the whole layer.
