@@ -513,7 +513,7 @@ func (p *Proxy) fail(ctx *fasthttp.RequestCtx, x *exchange, k failKind, b *balan
 		msg = "could not read the request body for upstream "
 		resp.SetConnectionClose()
 	case failAmbiguous:
-		msg = "ambiguous framing (Content-Length with Transfer-Encoding) refused by upstream "
+		msg = "ambiguous request framing or folded header lines, refused for upstream "
 		resp.SetConnectionClose()
 	case failStatus:
 		msg = "every backend failed for upstream "

@@ -272,17 +272,21 @@ func isWebSocket(h *fasthttp.RequestHeader) bool {
 	return false
 }
 
-// ambiguousFraming reports a request that came with both Transfer-Encoding
-// and Content-Length. fasthttp lets chunked win (RFC 9112 allows that and
-// closes the connection afterwards); the gateway refuses such a request
-// instead, since a backend might read it the other way. fasthttp itself
-// refuses duplicate or malformed Content-Length and unknown or repeated
-// Transfer-Encoding.
+// ambiguousFraming reports a request that the gateway refuses with 400
+// although fasthttp parsed it: one with both Transfer-Encoding and
+// Content-Length (fasthttp lets chunked win, as RFC 9112 allows, but a
+// backend might read it the other way), and one with obsolete line folding
+// (fasthttp joins the lines, which can put a space into Host; RFC 9112
+// section 5.2 allows refusing). fasthttp itself refuses duplicate or
+// malformed Content-Length and unknown or repeated Transfer-Encoding.
 func ambiguousFraming(h *fasthttp.RequestHeader) bool {
+	raw := h.RawHeaders()
+	if bytes.Contains(raw, []byte("\n ")) || bytes.Contains(raw, []byte("\n\t")) {
+		return true
+	}
 	if h.ContentLength() != -1 {
 		return false
 	}
-	raw := h.RawHeaders()
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {

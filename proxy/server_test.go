@@ -34,6 +34,8 @@ func TestBadRequestsAreRefused(t *testing.T) {
 		{"two Transfer-Encoding lines", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"Transfer-Encoding in HTTP/1.0", "POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
 		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400},
+		{"obsolete line folding", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n 2\r\n\r\n", 400},
+		{"obsolete line folding into Host", "GET / HTTP/1.1\r\nHost: a\r\n\tevil\r\n\r\n", 400},
 		{"missing Host in HTTP/1.1", "GET / HTTP/1.1\r\n\r\n", 400},
 	}
 	for _, tt := range tests {
