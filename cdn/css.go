@@ -1,6 +1,7 @@
 package cdn
 
 import (
+	"bytes"
 	"io"
 	"net/url"
 	"strconv"
@@ -364,8 +365,7 @@ func (s *cssScanner) rewriteRaw(raw []byte, q byte, bare bool) []byte {
 		return raw
 	}
 	var v string
-	hasEsc := strings.IndexByte(string(core), '\\') >= 0
-	if hasEsc {
+	if bytes.IndexByte(core, '\\') >= 0 {
 		v = cssUnescape(string(core))
 	} else {
 		v = string(core)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -199,4 +200,29 @@ func asciiLower(b []byte) []byte {
 		out[i] = lowerByte(c)
 	}
 	return out
+}
+
+// FuzzResolve checks that the fast path of URL rewriting agrees with the
+// general resolution through net/url.
+func FuzzResolve(f *testing.F) {
+	for _, s := range []string{"/a.png", "a.png", "img/a.png?x=1#f", "../a.png", "./a.png", "/a(1).png", "/a%20b.png", "a.png#", "a.png?", "/static/x", "/a.png#a%20b", "/a.png?q=a b", "//h/a.png", "/a.png##"} {
+		f.Add(s, "https://www.example.test/dir/page.html")
+		f.Add(s, "/x/")
+	}
+	r := testRewriter(f, nil)
+	f.Fuzz(func(t *testing.T, ref, page string) {
+		pu, err := url.Parse(page)
+		if err != nil {
+			return
+		}
+		rs := r.newResolver(pu)
+		fast, ok, decided := rs.fast(ref)
+		if !decided {
+			return
+		}
+		slow, sok := rs.slow(ref)
+		if ok != sok || fast != slow {
+			t.Fatalf("ref %q on page %q: fast %q %v, slow %q %v", ref, page, fast, ok, slow, sok)
+		}
+	})
 }

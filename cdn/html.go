@@ -32,12 +32,14 @@ type htmlRewriter struct {
 	attrs   []attrSpan
 	spans   [][2]int
 	patches []patch
+	pbuf    []byte // replacement bytes of the patches of one tag
 	buf     []byte
 }
 
+// patch replaces raw[v0:v1] of a tag with pbuf[r0:r1].
 type patch struct {
 	v0, v1 int
-	repl   []byte
+	r0, r1 int
 }
 
 // rawTextElements are the elements whose content the tokenizer reads as raw
@@ -171,7 +173,7 @@ func (h *htmlRewriter) startTag(raw []byte) {
 		h.emit(raw)
 		return
 	}
-	h.patches = h.patches[:0]
+	h.patches, h.pbuf = h.patches[:0], h.pbuf[:0]
 	h.tagPatches(name, raw, attrs)
 	if len(h.patches) == 0 {
 		h.emit(raw)
@@ -180,7 +182,7 @@ func (h *htmlRewriter) startTag(raw []byte) {
 	prev := 0
 	for _, p := range h.patches {
 		h.emit(raw[prev:p.v0])
-		h.emit(p.repl)
+		h.emit(h.pbuf[p.r0:p.r1])
 		prev = p.v1
 	}
 	h.emit(raw[prev:])
@@ -212,17 +214,30 @@ func (h *htmlRewriter) tagPatches(name, raw []byte, attrs []attrSpan) {
 			k := raw[a.k0:a.k1]
 			switch {
 			case isLink && eqFold(k, "rel"):
-				for _, f := range strings.Fields(strings.ToLower(h.attrValue(raw, a))) {
+				v := raw[a.v0:a.v1]
+				if bytes.IndexByte(v, '&') >= 0 {
+					v = []byte(h.attrValue(raw, a))
+				}
+				for len(v) > 0 && !linkAsset {
+					i := 0
+					for i < len(v) && isHTMLSpace(v[i]) {
+						i++
+					}
+					j := i
+					for j < len(v) && !isHTMLSpace(v[j]) {
+						j++
+					}
 					for _, s := range linkRels {
-						if f == s {
+						if eqFold(v[i:j], s) {
 							linkAsset = true
 						}
 					}
+					v = v[j:]
 				}
 			case isMeta && (eqFold(k, "property") || eqFold(k, "name")):
-				v := strings.ToLower(strings.TrimSpace(h.attrValue(raw, a)))
+				v := bytes.TrimSpace([]byte(h.attrValue(raw, a)))
 				for _, s := range metaImages {
-					if v == s {
+					if eqFold(v, s) {
 						metaImage = true
 					}
 				}
@@ -358,10 +373,10 @@ func (h *htmlRewriter) rewriteAttr(raw []byte, a attrSpan, kind int) {
 		repl = appendAttrValue(repl, nv, q, amp)
 	}
 	// The patch keeps the white space around the value.
-	full := make([]byte, 0, lo+len(repl)+len(rv)-hi)
-	full = append(full, rv[:lo]...)
-	full = append(full, repl...)
-	full = append(full, rv[hi:]...)
+	r0 := len(h.pbuf)
+	h.pbuf = append(h.pbuf, rv[:lo]...)
+	h.pbuf = append(h.pbuf, repl...)
+	h.pbuf = append(h.pbuf, rv[hi:]...)
 	h.buf = repl
-	h.patches = append(h.patches, patch{v0: a.v0, v1: a.v1, repl: full})
+	h.patches = append(h.patches, patch{v0: a.v0, v1: a.v1, r0: r0, r1: len(h.pbuf)})
 }

@@ -40,6 +40,14 @@ func compilePatterns(pats []string) (patternSet, error) {
 	return ps, nil
 }
 
+// matchSplit is match(dir + p) without building the string when it can.
+func (ps *patternSet) matchSplit(dir, p string) bool {
+	if dir == "" || len(ps.prefixes) == 0 && len(ps.globs) == 0 {
+		return ps.match(p)
+	}
+	return ps.match(dir + p)
+}
+
 // match reports whether the (decoded) URL path p is offloadable.
 func (ps *patternSet) match(p string) bool {
 	for _, pre := range ps.prefixes {

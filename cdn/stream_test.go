@@ -43,6 +43,9 @@ func TestOversizedTokens(t *testing.T) {
 		t.Run(k.name, func(t *testing.T) {
 			t.Parallel()
 			for n := 0; n < 700; n++ {
+				if (n < 180 || n > 330) && n%7 != 0 {
+					continue // every split point near the 256-byte limit, samples elsewhere
+				}
 				in := k.make(strings.Repeat("x", n))
 				want, _ := rewriteString(t, big, "https://www.example.test/", "text/html", in)
 				got, _ := rewriteString(t, small, "https://www.example.test/", "text/html", in)

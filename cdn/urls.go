@@ -12,6 +12,10 @@ type resolver struct {
 	base    *url.URL
 	self    string // origin key of the page, "" when the page has no host
 	hasBase bool
+	// For the fast path: whether the base URL is on an origin of ours, and
+	// its directory ("/a/b/" of "/a/b/c.html") when that is plain.
+	baseOurs bool
+	baseDir  string
 	n       int // references rewritten
 }
 
@@ -30,8 +34,19 @@ func (r *Rewriter) newResolver(page *url.URL) *resolver {
 		}
 		rs.self = originKey(p.Scheme, p.Host)
 	}
-	rs.page, rs.base = &p, &p
+	rs.page = &p
+	rs.setBaseURL(&p)
 	return rs
+}
+
+// setBaseURL sets the base URL and what the fast path needs of it.
+func (rs *resolver) setBaseURL(b *url.URL) {
+	rs.base = b
+	rs.baseOurs = b.Opaque == "" && b.User == nil && rs.ours(b)
+	rs.baseDir = ""
+	if p := b.EscapedPath(); strings.HasPrefix(p, "/") && isSafePath(p) && !hasDotSegment(p) {
+		rs.baseDir = p[:strings.LastIndexByte(p, '/')+1]
+	}
 }
 
 // setBase applies a <base href>; only the first one counts, as in browsers.
@@ -44,7 +59,7 @@ func (rs *resolver) setBase(href string) {
 	if err != nil {
 		return
 	}
-	rs.base = rs.page.ResolveReference(u)
+	rs.setBaseURL(rs.page.ResolveReference(u))
 }
 
 // ours reports whether a resolved URL is served by the origin behind the CDN.
@@ -77,6 +92,15 @@ func (rs *resolver) rewrite(v string) (string, bool) {
 			break
 		}
 	}
+	if u, ok, decided := rs.fast(v); decided {
+		return u, ok
+	}
+	return rs.slow(v)
+}
+
+// slow resolves v with net/url. Its result is the definition that fast must
+// agree with.
+func (rs *resolver) slow(v string) (string, bool) {
 	ref, err := url.Parse(v)
 	if err != nil || ref.Opaque != "" || ref.User != nil {
 		return "", false
@@ -125,6 +149,89 @@ func hasParam(q, name string) bool {
 		kv, q, _ = strings.Cut(q, "&")
 		k, _, _ := strings.Cut(kv, "=")
 		if k == name {
+			return true
+		}
+	}
+	return false
+}
+
+// fast rewrites the common references without net/url: paths made of plain
+// characters, root-relative or relative to a plain base directory, with no
+// dot segments. decided is false when v needs the general resolution.
+func (rs *resolver) fast(v string) (u string, ok, decided bool) {
+	if !rs.baseOurs || rs.r.cfg.Fingerprint {
+		return "", false, false
+	}
+	p, rest := v, ""
+	if i := strings.IndexAny(v, "?#"); i >= 0 {
+		p, rest = v[:i], v[i:]
+	}
+	if p == "" || !isSafePath(p) || strings.IndexByte(p, ':') >= 0 || !isSafeRest(rest) {
+		return "", false, false
+	}
+	dir := ""
+	switch {
+	case strings.HasPrefix(p, "//"):
+		return "", false, false
+	case p[0] == '/':
+	case rs.baseDir == "":
+		return "", false, false
+	default:
+		dir = rs.baseDir
+	}
+	if hasDotSegment(p) {
+		return "", false, false
+	}
+	if !rs.r.patterns.matchSplit(dir, p) {
+		return "", false, true
+	}
+	rs.n++
+	return rs.r.host + dir + p + rest, true, true
+}
+
+// isSafePath reports whether p has only characters that net/url keeps as
+// they are in a path (unreserved and sub-delimiters, "/", "@").
+func isSafePath(p string) bool {
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("-._~/!$&'()*+,;=@", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// isSafeRest reports whether a query and fragment come out of net/url as
+// they went in.
+func isSafeRest(r string) bool {
+	if strings.HasSuffix(r, "#") {
+		return false // net/url drops an empty fragment
+	}
+	frag := false
+	for i := 0; i < len(r); i++ {
+		c := r[i]
+		if c <= ' ' || c >= 0x7f || c == '\\' || c == '"' || c == '<' || c == '>' || c == '^' || c == '`' || c == '{' || c == '|' || c == '}' || c == '[' || c == ']' {
+			return false
+		}
+		if c == '#' {
+			if frag {
+				return false
+			}
+			frag = true
+		}
+		if frag && c == '%' {
+			return false
+		}
+	}
+	return true
+}
+
+// hasDotSegment reports whether path p has a "." or ".." segment.
+func hasDotSegment(p string) bool {
+	for p != "" {
+		var seg string
+		seg, p, _ = strings.Cut(p, "/")
+		if seg == "." || seg == ".." {
 			return true
 		}
 	}
