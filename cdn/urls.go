@@ -16,7 +16,7 @@ type resolver struct {
 	// its directory ("/a/b/" of "/a/b/c.html") when that is plain.
 	baseOurs bool
 	baseDir  string
-	n       int // references rewritten
+	n        int // references rewritten
 }
 
 func (r *Rewriter) newResolver(page *url.URL) *resolver {
