@@ -227,3 +227,39 @@ func TestCollector(t *testing.T) {
 		t.Errorf("Stats after Remove = %+v", st)
 	}
 }
+
+func TestVersionMap(t *testing.T) {
+	t.Parallel()
+	var vm VersionMap
+	vm.MaxEntries = 2
+	vm.Set("/a.png", ETagVersion(`W/"abc"`))
+	vm.Set("/b.css", ContentVersion([]byte("body{}")))
+	if v, ok := vm.Version("/a.png"); !ok || v == "" || v != ETagVersion(`W/"abc"`) || ETagVersion(`"abd"`) == v {
+		t.Errorf("Version(/a.png) = %q, %v", v, ok)
+	}
+	if v, _ := vm.Version("/b.css"); len(v) != 12 {
+		t.Errorf("content version %q", v)
+	}
+	vm.Set("/c.js", "1")
+	if vm.Len() != 2 {
+		t.Errorf("Len = %d, want bounded at 2", vm.Len())
+	}
+	vm.Set("/c.js", "")
+	if _, ok := vm.Version("/c.js"); ok {
+		t.Error("empty version did not forget the path")
+	}
+	// Used as the Versioner of a fingerprinting rewriter.
+	var live VersionMap
+	r := testRewriter(t, func(c *Config) { c.Fingerprint = true; c.Versioner = &live })
+	page := "https://www.example.test/"
+	if got, _ := rewriteString(t, r, page, "text/html", `<img src="/a.png">`); got != `<img src="https://cdn.test/a.png">` {
+		t.Errorf("before the version is known: %s", got)
+	}
+	live.Set("/a.png", "k1")
+	if got, _ := rewriteString(t, r, page, "text/html", `<img src="/a.png">`); got != `<img src="https://cdn.test/a.png?v=k1">` {
+		t.Errorf("after: %s", got)
+	}
+	if h, _ := r.AssetHeaders("/a.png", "v=k1", ""); h.CacheControl != DefaultImmutableCacheControl {
+		t.Errorf("versioned asset Cache-Control %q", h.CacheControl)
+	}
+}

@@ -122,6 +122,10 @@ func (h *htmlRewriter) run() error {
 				out, over := rewriteCSSString(h.rs, h.holdTail(raw), h.r.maxURL)
 				h.res.Oversized += over
 				h.emit(out)
+			} else if rawCtx == "noscript" && h.preDepth == 0 {
+				// Browsers without scripts render <noscript> content as
+				// markup (lazy-loading fallbacks are images there).
+				h.emit(h.rewriteFragment(h.holdTail(raw)))
 			} else {
 				h.emit(h.holdTail(raw))
 			}
@@ -379,4 +383,17 @@ func (h *htmlRewriter) rewriteAttr(raw []byte, a attrSpan, kind int) {
 	h.pbuf = append(h.pbuf, rv[hi:]...)
 	h.buf = repl
 	h.patches = append(h.patches, patch{v0: a.v0, v1: a.v1, r0: r0, r1: len(h.pbuf)})
+}
+
+// rewriteFragment rewrites markup held in memory (at most MaxTokenSize
+// bytes), such as the content of <noscript>, with the page's resolver.
+func (h *htmlRewriter) rewriteFragment(b []byte) []byte {
+	var sink byteSink
+	sink.buf = make([]byte, 0, len(b)+64)
+	in := &htmlRewriter{r: h.r, rs: h.rs, out: bufio.NewWriterSize(&sink, 4<<10)}
+	in.reset(bytes.NewReader(b), "")
+	_ = in.run() // reads from memory: no read error
+	_ = in.out.Flush()
+	h.res.Oversized += in.res.Oversized
+	return sink.buf
 }

@@ -108,6 +108,8 @@ func TestRewriteHTMLTable(t *testing.T) {
 		{"style block", `<style>@import "x.css"; .a{background:url( '../b.png' )} /* url(/c.png) */ .b{content:"url(/d.png)"}</style>`,
 			`<style>@import "https://cdn.test/dir/x.css"; .a{background:url( 'https://cdn.test/b.png' )} /* url(/c.png) */ .b{content:"url(/d.png)"}</style>`},
 		{"style block inside pre untouched", `<pre><style>a{b:url(/a.png)}</style></pre>`, `<pre><style>a{b:url(/a.png)}</style></pre>`},
+		{"noscript fallback rewritten", `<noscript><img src="/a.png"><script>"/b.png"</script></noscript><img src="/c.png">`,
+			`<noscript><img src="https://cdn.test/a.png"><script>"/b.png"</script></noscript><img src="https://cdn.test/c.png">`},
 		{"iframe src untouched", `<iframe src="/static/w.html"></iframe>`, `<iframe src="/static/w.html"></iframe>`},
 		{"lazy-load data attributes", `<img data-src="/a.png" data-srcset="/b.png 2x">`, `<img data-src="https://cdn.test/a.png" data-srcset="https://cdn.test/b.png 2x">`},
 		{"newline inside tag", "<img\nsrc=\"/a.png\"\n\talt=\"x\">", "<img\nsrc=\"https://cdn.test/a.png\"\n\talt=\"x\">"},
