@@ -188,6 +188,8 @@ func (g *Gateway) fetchAndStore(ctx *fasthttp.RequestCtx, c *httpCache, rt *rout
 	resp := &ctx.Response
 	code := resp.StatusCode()
 	restore := func() {
+		h.Del("If-None-Match")
+		h.Del("If-Modified-Since")
 		if isHead {
 			h.SetMethod(fasthttp.MethodHead)
 		}
