@@ -537,3 +537,72 @@ func TestCollector(t *testing.T) {
 		}
 	}
 }
+
+// TestInvalidationDuringLoadIsNotCached pins the race between a load and an
+// invalidation of the same key: the loaded value is returned to the caller
+// but not kept, so the invalidation wins.
+func TestInvalidationDuringLoadIsNotCached(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newClient(t, sharedRedis)
+	prefix := uniquePrefix(t)
+	a := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+	b := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+
+	tests := []struct {
+		name       string
+		invalidate func(key string) error
+	}{
+		{"local delete", func(k string) error { return a.Delete(ctx, k) }},
+		{"local tag", func(k string) error { return a.InvalidateTags(ctx, "tag-"+k) }},
+		{"delete from another node", func(k string) error {
+			before := a.Stats().InvalidationsReceived
+			if err := b.Delete(ctx, k); err != nil {
+				return err
+			}
+			waitFor(t, 2*time.Second, "A to hear B", func() bool { return a.Stats().InvalidationsReceived > before })
+			return nil
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "k-" + tt.name
+			started, release := make(chan struct{}), make(chan struct{})
+			done := make(chan Item, 1)
+			go func() {
+				it, err := a.GetOrFetch(ctx, key, FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+					close(started)
+					<-release
+					return Item{Value: []byte("stale"), TTL: time.Minute, Tags: []string{"tag-" + key}}, nil
+				}))
+				if err != nil {
+					t.Error(err)
+				}
+				done <- it
+			}()
+			<-started
+			if err := tt.invalidate(key); err != nil {
+				t.Fatal(err)
+			}
+			close(release)
+			if it := <-done; string(it.Value) != "stale" {
+				t.Fatalf("caller got %q, want the fetched value", it.Value)
+			}
+			if a.mem.peek(key) {
+				t.Fatal("a value loaded across an invalidation was kept in memory")
+			}
+			if n, _ := rc.Exists(ctx, prefix+"v:"+key).Result(); n != 0 {
+				t.Fatal("a value loaded across an invalidation was written to redis")
+			}
+		})
+	}
+
+	t.Run("redis fill overlapping an invalidation", func(t *testing.T) {
+		snap := a.snapshot("r")
+		a.apply(string(encodeMessage(message{kind: msgKeys, node: "other", names: []string{"r"}})))
+		a.fillMemory("r", []byte("old"), nil, time.Minute, snap)
+		if a.mem.peek("r") {
+			t.Fatal("a Redis read that overlapped an invalidation was kept in memory")
+		}
+	})
+}
