@@ -111,8 +111,13 @@ func (b *NATSBroker) Subscribe(ctx context.Context, h BrokerHandler) error {
 	b.conn.SetReconnectHandler(func(*nats.Conn) { state(true, nil) })
 	defer b.conn.SetDisconnectErrHandler(nil)
 	defer b.conn.SetReconnectHandler(nil)
-	if err := b.conn.FlushWithContext(ctx); err == nil {
+	fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = b.conn.FlushWithContext(fctx)
+	cancel()
+	if err == nil {
 		h.HandleBrokerState(true, nil)
+	} else {
+		h.HandleBrokerState(false, fmt.Errorf("nats broker: %w: %w", ErrBrokerDown, err))
 	}
 	for {
 		select {

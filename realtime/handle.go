@@ -73,7 +73,11 @@ func (c *conn) subscribe(f ClientFrame) {
 		h.channels[f.Channel] = subs
 	}
 	subs[c] = s
+	first := len(subs) == 1
 	h.mu.Unlock()
+	if first {
+		h.seedPosition(f.Channel)
+	}
 	if h.presence != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		h.presence.add(ctx, c, f.Channel)

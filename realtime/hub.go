@@ -86,8 +86,9 @@ type Hub struct {
 	users    map[string]map[*conn]struct{}
 	conns    map[*conn]struct{}
 
-	// lastPos is the last position delivered per channel; only the broker
-	// handler goroutine touches it.
+	// posMu guards lastPos, the last position delivered per channel with
+	// local subscribers. A zero Position means "nothing yet".
+	posMu   sync.Mutex
 	lastPos map[string]Position
 
 	nextConnID atomic.Uint64
@@ -251,12 +252,14 @@ func (h *Hub) handlePublication(p Publication) {
 		h.deliver(p)
 		return
 	}
+	h.posMu.Lock()
+	defer h.posMu.Unlock()
 	if !h.hasLocal(p.Channel) {
 		delete(h.lastPos, p.Channel)
 		return
 	}
 	last, known := h.lastPos[p.Channel]
-	if known && last.Epoch == p.Position.Epoch {
+	if known && (last.Epoch == p.Position.Epoch || last == Position{}) {
 		if p.Position.Seq <= last.Seq {
 			h.m.duplicates.Add(1)
 			return
@@ -311,6 +314,8 @@ func (h *Hub) handleBrokerState(up bool, err error) {
 		return
 	}
 	h.log.Info("broker subscription established")
+	h.posMu.Lock()
+	defer h.posMu.Unlock()
 	for ch, last := range h.lastPos {
 		if !h.hasLocal(ch) {
 			delete(h.lastPos, ch)
@@ -334,6 +339,26 @@ func (h *Hub) handleBrokerState(up bool, err error) {
 			h.lastPos[ch] = p.Position
 			h.deliver(p)
 		}
+	}
+}
+
+// seedPosition records channel's current position when the channel gets
+// its first local subscriber, so that messages after it that arrive out of
+// order or not at all are noticed.
+func (h *Hub) seedPosition(channel string) {
+	if h.cfg.HistorySize == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_, cur, err := h.broker.History(ctx, channel, Position{Seq: ^uint64(0)})
+	cancel()
+	if err != nil && cur == (Position{}) && !errors.Is(err, ErrUnrecoverable) {
+		return
+	}
+	h.posMu.Lock()
+	defer h.posMu.Unlock()
+	if _, known := h.lastPos[channel]; !known {
+		h.lastPos[channel] = cur
 	}
 }
 
