@@ -44,6 +44,7 @@ type exchange struct {
 	bodyStream io.Reader
 	consumed   bool // a streamed body was (partly) read
 	isHead     bool
+	http10     bool // the client spoke HTTP/1.0: no chunked responses
 	idem       bool
 	lastStatus int
 	tries      int
@@ -91,6 +92,7 @@ func (p *Proxy) Serve(ctx *fasthttp.RequestCtx, upstream string, pool *balancer.
 	x.client = p.ClientAddr(ctx)
 	h := &ctx.Request.Header
 	x.isHead = h.IsHead()
+	x.http10 = !h.IsHTTP11()
 	x.idem = idempotent(h)
 
 	if ambiguousFraming(h) {
@@ -351,6 +353,10 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, x *exchange, b *balancer.Backe
 		s.rec.copyFrom(ctx, x, b)
 	}
 	x.prepareResponse(&resp.Header)
+	if cl < 0 && x.http10 {
+		p.streamToHTTP10(ctx, s)
+		return failNone
+	}
 	size := cl
 	if cl < 0 {
 		size = -1
@@ -358,6 +364,25 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, x *exchange, b *balancer.Backe
 	resp.SetBodyStream(s, size)
 	resp.ImmediateHeaderFlush = true
 	return failNone
+}
+
+// streamToHTTP10 sends a body of unknown length to an HTTP/1.0 client,
+// which does not know chunked encoding: the header without framing, then
+// the body until its end, then the connection is closed. fasthttp always
+// chunks such bodies, so this writes on the hijacked connection.
+func (p *Proxy) streamToHTTP10(ctx *fasthttp.RequestCtx, s *bodyStream) {
+	resp := &ctx.Response
+	resp.Header.SetConnectionClose()
+	head := append([]byte(nil), resp.Header.Header()...)
+	resp.Reset()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(c net.Conn) {
+		_, err := c.Write(head)
+		if err == nil {
+			_, err = io.Copy(c, s)
+		}
+		_ = s.CloseWithError(err)
+	})
 }
 
 // idleCheckAfter is how long a keep-alive connection must have been idle

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -463,3 +466,57 @@ func (s *syncBuffer) Bytes() []byte {
 }
 
 func (s *syncBuffer) String() string { return string(s.Bytes()) }
+
+func TestHTTPSBackend(t *testing.T) {
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "tls=%v host=%s", r.TLS != nil, r.Host)
+	}))
+	t.Cleanup(s.Close)
+	roots := x509.NewCertPool()
+	roots.AddCert(s.Certificate())
+	pool := testPool(t, s.URL)
+	addr := startProxy(t, New(Config{TLSConfig: &tls.Config{RootCAs: roots}}), pool, ServerConfig{})
+	for range 2 {
+		code, body, _ := do(t, addr, "GET", "1", "")
+		if code != 200 || !strings.HasPrefix(body, "tls=true host=127.0.0.1:") {
+			t.Fatalf("got %d %q", code, body)
+		}
+	}
+	assertIdle(t, pool)
+}
+
+func TestExpectContinue(t *testing.T) {
+	s := backend(t, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "expect=%q body=%q", r.Header.Get("Expect"), b)
+	})
+	pool := testPool(t, s.URL)
+	addr := startProxy(t, New(Config{}), pool, ServerConfig{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 100") {
+		t.Fatalf("got %q, %v; want 100 Continue before the body", line, err)
+	}
+	_, _ = br.ReadString('\n')
+	if _, err := io.WriteString(c, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if want := `expect="" body="hello"`; string(body) != want {
+		t.Fatalf("backend saw %s, want %s", body, want)
+	}
+	assertIdle(t, pool)
+}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -183,4 +184,76 @@ func TestChunkedResponseKeepsConnection(t *testing.T) {
 	if conns = c.ConnsCount(); conns != 1 {
 		t.Errorf("%d connections to the backend after 3 sequential chunked responses, want 1 reused", conns)
 	}
+}
+
+func TestStreamEdges(t *testing.T) {
+	t.Run("HTTP/1.0 client gets a body of unknown length unchunked", func(t *testing.T) {
+		s := backend(t, func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, "part1;")
+			_ = http.NewResponseController(w).Flush()
+			fmt.Fprint(w, "part2")
+		})
+		pool := testPool(t, s.URL)
+		addr := startProxy(t, New(Config{}), pool, ServerConfig{})
+		resp, body := rawExchange(t, addr, "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+		if resp == nil || resp.StatusCode != 200 || body != "part1;part2" || len(resp.TransferEncoding) != 0 {
+			t.Fatalf("got %v %q", resp, body)
+		}
+		assertIdle(t, pool)
+	})
+	t.Run("a client going away ends the backend request", func(t *testing.T) {
+		gone := make(chan struct{})
+		s := backend(t, func(w http.ResponseWriter, r *http.Request) {
+			defer close(gone)
+			for {
+				if _, err := fmt.Fprint(w, "data: tick\n\n"); err != nil {
+					return
+				}
+				if http.NewResponseController(w).Flush() != nil {
+					return
+				}
+				select {
+				case <-r.Context().Done():
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+		})
+		pool := testPool(t, s.URL)
+		addr := startProxy(t, New(Config{}), pool, ServerConfig{})
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(resp.Body).ReadString('\n')
+		if line != "data: tick\n" {
+			t.Fatalf("first line %q", line)
+		}
+		if n := pool.Backends()[0].Active(); n != 1 {
+			t.Errorf("%d in flight while streaming, want 1 (draining must wait for the stream)", n)
+		}
+		resp.Body.Close()
+		http.DefaultClient.CloseIdleConnections()
+		select {
+		case <-gone:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the backend kept streaming after the client left")
+		}
+		assertIdle(t, pool)
+	})
+	t.Run("a backend dying mid-body truncates the response visibly", func(t *testing.T) {
+		u := rawBackendClosing(t, "HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n"+strings.Repeat("x", 100000), true)
+		pool := testPool(t, u)
+		addr := startProxy(t, New(Config{}), pool, ServerConfig{})
+		resp, err := http.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err == nil || n >= 200000 {
+			t.Fatalf("read %d bytes, err %v: want a visibly truncated body", n, err)
+		}
+		assertIdle(t, pool)
+	})
 }
