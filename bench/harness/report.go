@@ -124,7 +124,7 @@ func runMarkdown(f lbFlags, run lbRun) string {
 	b.WriteString("|---|---|---|---|---|---|---|---|\n")
 	for _, s := range run.Saturation {
 		fmt.Fprintf(&b, "| %s | %.0f (%.0f–%.0f) | %s | %s | %s | %.2f | %.0f | %d |\n",
-			s.Contender, s.RPS.Median, s.RPS.Min, s.RPS.Max, ms(s.P50US.Median), msRange(s.P99US), msRange(s.P999US),
+			s.Contender, s.RPS.Median, s.RPS.Min, s.RPS.Max, msRange(s.P50US), msRange(s.P99US), msRange(s.P999US),
 			s.CPUCores.Median, s.RPSPerCPU.Median, s.Errors)
 	}
 	if so := find(run.Saturation, "scaleout"); so != nil {
@@ -146,7 +146,7 @@ func runMarkdown(f lbFlags, run lbRun) string {
 		b.WriteString("|---|---|---|---|---|---|---|---|\n")
 		for _, s := range run.Fixed {
 			fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %.2f | %d |\n",
-				s.Contender, s.RPS.Median, ms(s.P50US.Median), ms(s.P90US.Median), msRange(s.P99US), msRange(s.P999US),
+				s.Contender, s.RPS.Median, msRange(s.P50US), ms(s.P90US.Median), msRange(s.P99US), msRange(s.P999US),
 				s.CPUCores.Median, s.Errors)
 		}
 		if so := find(run.Fixed, "scaleout"); so != nil {
