@@ -86,6 +86,36 @@ func TestBackendConnectionPool(t *testing.T) {
 			t.Fatal("Forget kept the connection pool")
 		}
 	})
+	t.Run("Forget closes connections in use once their requests end", func(t *testing.T) {
+		s := backend(t, func(w http.ResponseWriter, r *http.Request) {
+			time.Sleep(300 * time.Millisecond)
+			fmt.Fprint(w, "ok")
+		})
+		pool := testPool(t, s.URL)
+		p := New(Config{})
+		addr := startProxy(t, p, pool, ServerConfig{})
+		b := pool.Backends()[0]
+		done := make(chan int)
+		go func() {
+			code, _, _ := do(t, addr, "GET", "1", "")
+			done <- code
+		}()
+		deadline := time.Now().Add(3 * time.Second)
+		for b.Active() == 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		hc := p.client(b).hc
+		p.Forget(b.ID)
+		if code := <-done; code != 200 {
+			t.Fatalf("request in flight during Forget: %d", code)
+		}
+		for hc.ConnsCount() != 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("the connection of a forgotten backend stayed open")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }
 
 type countingListener struct {

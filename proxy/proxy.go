@@ -162,7 +162,9 @@ func (p *Proxy) client(b *balancer.Backend) *hostClient {
 
 // Forget closes the idle connections to the backend with the given ID and
 // drops its connection pool. The gateway calls it when a backend leaves;
-// connections still in use are closed when their requests end.
+// connections still in use are closed soon after their requests end (the
+// dropped pool is swept every forgetSweep until it is empty, for at most
+// forgetFor).
 func (p *Proxy) Forget(id string) {
 	p.mu.Lock()
 	cs := [2]*hostClient{p.clients[id], p.tclients[id]}
@@ -170,8 +172,30 @@ func (p *Proxy) Forget(id string) {
 	delete(p.tclients, id)
 	p.mu.Unlock()
 	for _, c := range cs {
-		if c != nil {
-			c.hc.CloseIdleConnections()
+		if c == nil {
+			continue
+		}
+		c.hc.CloseIdleConnections()
+		if c.hc.ConnsCount() > 0 {
+			go sweep(c.hc)
+		}
+	}
+}
+
+const (
+	forgetSweep = 500 * time.Millisecond
+	forgetFor   = 10 * time.Minute
+)
+
+// sweep closes the connections of a dropped pool as they come back idle.
+func sweep(hc *fasthttp.HostClient) {
+	t := time.NewTicker(forgetSweep)
+	defer t.Stop()
+	for end := time.Now().Add(forgetFor); time.Now().Before(end); {
+		<-t.C
+		hc.CloseIdleConnections()
+		if hc.ConnsCount() == 0 {
+			return
 		}
 	}
 }
