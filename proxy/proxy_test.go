@@ -227,6 +227,32 @@ func TestRetries(t *testing.T) {
 		}
 		assertIdle(t, pool)
 	})
+	t.Run("503 is retried for PUT only if its body is held in memory", func(t *testing.T) {
+		bad, badURL := newCountingBackend(t, 503)
+		good, goodURL := newCountingBackend(t, 200)
+		pool := testPool(t, badURL, goodURL)
+		addr := startProxy(t, New(Config{Retries: RetryConfig{ReplayBodyBytes: 1000}}), pool, ServerConfig{})
+		for i := range 4 {
+			if code, _, _ := do(t, addr, "PUT", fmt.Sprint("small", i), strings.Repeat("s", 1000)); code != 200 {
+				t.Fatalf("small PUT %d: %d, want it retried to 200", i, code)
+			}
+		}
+		var got503 int
+		for i := range 4 {
+			id := fmt.Sprint("large", i)
+			code, _, _ := do(t, addr, "PUT", id, strings.Repeat("l", 1001))
+			if code == 503 {
+				got503++
+			}
+			if n := bad.count("PUT "+id) + good.count("PUT "+id); n != 1 {
+				t.Fatalf("streamed PUT %s was received %d times", id, n)
+			}
+		}
+		if got503 == 0 {
+			t.Fatal("no streamed PUT got the 503")
+		}
+		assertIdle(t, pool)
+	})
 	t.Run("a request that reached a backend that hung up: GET retried, POST never resent", func(t *testing.T) {
 		hung, hungURL := hangupBackend(t)
 		good, goodURL := newCountingBackend(t, 200)
