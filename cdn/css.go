@@ -72,6 +72,10 @@ func (s *cssScanner) emit(b []byte) {
 	_, s.err = s.out.Write(b)
 }
 
+// cssSpecial marks the bytes that may change the scanner's state outside
+// strings and comments.
+var cssSpecial = [256]bool{'u': true, 'U': true, '@': true, '/': true, '"': true, '\'': true, '\\': true}
+
 func isIdentByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80
 }
@@ -89,6 +93,26 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 	}
 	start := 0 // p[start:i] is scanned and not yet emitted
 	for i := 0; i < len(p); i++ {
+		// Skip quickly over runs that cannot start anything of interest.
+		switch s.st {
+		case cssNormal:
+			if !s.esc && s.um == 0 && s.im == 0 && !cssSpecial[p[i]] {
+				j := i + 1
+				for j < len(p) && !cssSpecial[p[j]] {
+					j++
+				}
+				s.prevIdent = isIdentByte(p[j-1])
+				i = j - 1
+				continue
+			}
+		case cssComment:
+			j := bytes.IndexByte(p[i:], '*')
+			if j < 0 {
+				i = len(p) - 1
+				continue
+			}
+			i += j
+		}
 		c := p[i]
 	again:
 		switch s.st {

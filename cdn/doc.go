@@ -25,6 +25,36 @@
 // followed by the resolved path and query (and fragment), plus an optional
 // version parameter from a [Versioner].
 //
+// What is rewritten in HTML: src (not of <iframe>/<frame>), srcset (every
+// candidate, descriptors kept), data-src, data-srcset, poster, the href of
+// <link rel=stylesheet|preload|modulepreload|prefetch|icon|apple-touch-icon|
+// mask-icon>, href and xlink:href of SVG <image> and <use>, the content of
+// <meta property=og:image> (and twitter:image), style attributes, <style>
+// blocks and <noscript> content. Nothing inside <script>, <textarea>,
+// <title>, comments or <pre> is touched, nor <a href> links. In CSS: url()
+// and @import "..." / @import url(...).
+//
+// # In a proxy
+//
+// For a response whose Content-Type is [Rewriter.Rewritable]: pick the output
+// encoding with [Negotiate] (upstream Content-Encoding, client
+// Accept-Encoding), stream the body through [Rewriter.RewriteEncoded] (or
+// [Decode], [Rewriter.NewWriter] and [Encode] for push-style bodies), drop
+// Content-Length (the length changes), set Content-Encoding to the chosen
+// encoding, add "Vary: Accept-Encoding", and make a strong ETag weak.
+//
+// As the CDN's origin: for a request whose path is [Rewriter.IsAsset], set
+// the headers [Rewriter.AssetHeaders] returns, and count the response with
+// [Rewriter.RecordAsset], telling CDN pulls from direct requests with
+// [Rewriter.FromCDN]. [Rewriter.Stats] and a [Collector] expose the counts.
+//
+// # Fingerprints
+//
+// With Config.Fingerprint and a [Versioner] (such as a [VersionMap] filled
+// from the ETags of the assets the origin serves), rewritten URLs carry
+// "?v=<version>", and [Rewriter.AssetHeaders] gives requests that carry a
+// version an immutable one-year Cache-Control.
+//
 // # Concurrency
 //
 // A Rewriter is immutable after [New] apart from its atomic counters: all of
