@@ -101,7 +101,38 @@ func New(upstream string, pool Pool, prov Provider, cfg Config) (*Controller, er
 func (c *Controller) Upstream() string { return c.upstream }
 
 // Config returns the configuration with its defaults filled in.
-func (c *Controller) Config() Config { return c.cfg }
+func (c *Controller) Config() Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
+}
+
+// Update replaces the configuration, for a reload, while the controller
+// runs; the instances, the desired size and the recommendation history
+// stay. The new bounds apply at the next decision; a new metric starts
+// from a fresh measurement. The clock, the event list's size and the
+// provider stay those given to New. On error nothing changes.
+func (c *Controller) Update(cfg Config) error {
+	c.mu.Lock()
+	cfg.Clock, cfg.Events = c.cfg.Clock, c.cfg.Events
+	c.mu.Unlock()
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return fmt.Errorf("autoscale %s: %w", c.upstream, err)
+	}
+	if _, ok := c.prov.(CPUSource); cfg.Metric == MetricCPU && !ok {
+		return fmt.Errorf("autoscale %s: metric cpu: the provider does not measure CPU", c.upstream)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg.Metric != c.cfg.Metric {
+		c.inflightSum, c.inflightN, c.inflightOn = 0, 0, 0
+		c.prevAt, c.prevServed, c.prevCPU = time.Time{}, nil, nil
+	}
+	c.cfg = cfg
+	c.log = cfg.Logger.With("upstream", c.upstream)
+	return nil
+}
 
 // Run asks the provider for Min instances, runs it, and evaluates the
 // metric every Interval until ctx is done; then it waits for the provider
@@ -120,7 +151,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	provDone := make(chan error, 1)
 	go func() { provDone <- c.prov.Run(ctx, c.record) }()
 
-	t := time.NewTicker(max(c.cfg.Interval/samplesPerInterval, time.Millisecond))
+	// The period is read again at each tick: Update may change it.
+	period := func() time.Duration { return max(c.Config().Interval/samplesPerInterval, time.Millisecond) }
+	t := time.NewTimer(period())
 	defer t.Stop()
 	for n := 1; ; n++ {
 		select {
@@ -133,6 +166,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("autoscale %s: provider stopped: %w", c.upstream, err)
 		case <-t.C:
+			t.Reset(period())
 			c.sample()
 			if n%samplesPerInterval == 0 {
 				c.Evaluate()
@@ -143,16 +177,17 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // record keeps, logs and counts an event.
 func (c *Controller) record(e Event) {
+	c.mu.Lock()
 	if e.Time.IsZero() {
 		e.Time = c.cfg.Clock.Now()
 	}
 	if e.Desired == 0 && e.Type != EventScaleDown && e.Type != EventScaleUp {
-		c.mu.Lock()
 		e.Desired, e.Current = c.desired, c.current
-		c.mu.Unlock()
 	}
+	log := c.log
+	c.mu.Unlock()
 	c.events.add(e)
-	logEvent(c.log, e)
+	logEvent(log, e)
 }
 
 // ready returns the pool backends of the provider's ready instances that
@@ -181,7 +216,7 @@ func (c *Controller) ready() (ready []*balancer.Backend, starting int) {
 
 // sample takes one sample of the inflight metric.
 func (c *Controller) sample() {
-	if c.cfg.Metric != MetricInflight {
+	if c.Config().Metric != MetricInflight {
 		return
 	}
 	ready, _ := c.ready()
@@ -207,19 +242,25 @@ func (c *Controller) sample() {
 // the provider. Run calls it every Interval; it is exported for tests and
 // tools that drive a controller on their own clock.
 func (c *Controller) Evaluate() Decision {
-	now := c.cfg.Clock.Now()
+	cfg := c.Config()
+	now := cfg.Clock.Now()
 	ready, starting := c.ready()
 	var cpu map[string]time.Duration
-	if src, ok := c.prov.(CPUSource); ok && c.cfg.Metric == MetricCPU {
+	if src, ok := c.prov.(CPUSource); ok && cfg.Metric == MetricCPU {
 		cpu = src.CPUTimes()
 	}
 	var p95 time.Duration
 	var p95ok bool
-	if c.cfg.Metric == MetricLatencyP95 {
-		p95, p95ok = c.cfg.Latency.P95(c.upstream)
+	if cfg.Metric == MetricLatencyP95 {
+		p95, p95ok = cfg.Latency.P95(c.upstream)
 	}
 
 	c.mu.Lock()
+	if c.cfg.Metric != cfg.Metric { // updated meanwhile: measure next time
+		d := Decision{Time: now, Metric: cfg.Metric, MetricMissing: true, Desired: c.desired, Reason: "configuration changed"}
+		c.mu.Unlock()
+		return d
+	}
 	observed, ok := c.observeLocked(now, ready, cpu, p95, p95ok)
 	prev := c.desired
 	d := c.decideLocked(now, len(ready), observed, ok)
@@ -241,7 +282,7 @@ func (c *Controller) Evaluate() Decision {
 			Reason: fmt.Sprintf("%d → %d: %s", prev, d.Desired, d.Reason),
 		})
 	} else {
-		c.log.Debug("autoscale decision", "metric", d.Metric, "observed", d.Observed, "missing", d.MetricMissing,
+		c.Config().Logger.Debug("autoscale decision", "upstream", c.upstream, "metric", d.Metric, "observed", d.Observed, "missing", d.MetricMissing,
 			"current", d.Current, "desired", d.Desired, "reason", d.Reason)
 	}
 	return d

@@ -408,3 +408,31 @@ func TestStatusAndMetrics(t *testing.T) {
 		t.Errorf("%d series, want 10: %v", series, got)
 	}
 }
+
+func TestUpdateKeepsTheStateAndAppliesTheNewBounds(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, Config{Min: 2, Max: 10, Target: 10}, 0)
+	s.run(6, func(int) float64 { return 60 })
+	if got := s.c.Status().Desired; got != 6 {
+		t.Fatalf("desired %d, want 6", got)
+	}
+	if err := s.c.Update(Config{Min: 2, Max: 10, Target: 10, Metric: "memory"}); err == nil || !errors.Is(err, ErrUnknownMetric) {
+		t.Fatalf("update with a bad metric: %v", err)
+	}
+	if got := s.c.Config().Metric; got != MetricInflight {
+		t.Fatalf("a failed update changed the metric to %q", got)
+	}
+	if err := s.c.Update(Config{Min: 2, Max: 4, Target: 10, Metric: MetricRPS}); err != nil {
+		t.Fatal(err)
+	}
+	d := s.interval(60) // rps: no previous sample yet
+	if d.Desired != 4 || !d.MetricMissing {
+		t.Fatalf("first decision after the update: %+v, want 4 (the new max) with the new metric not measured yet", d)
+	}
+	if len(s.prov.Instances()) != 4 {
+		t.Fatalf("%d instances, want 4", len(s.prov.Instances()))
+	}
+	if got := s.c.Config().ScaleDownWindow; got != 5*time.Minute {
+		t.Fatalf("defaults not applied on update: window %v", got)
+	}
+}

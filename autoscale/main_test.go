@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -59,6 +60,12 @@ func testApp(mode string) int {
 			}
 		}()
 	}
+	// APP_WORKERS bounds the requests served at once (the rest queue), to
+	// give an instance a capacity: workers / latency requests per second.
+	var workers chan struct{}
+	if n, _ := strconv.Atoi(os.Getenv("APP_WORKERS")); n > 0 {
+		workers = make(chan struct{}, n)
+	}
 	id := os.Getenv("INSTANCE_ID")
 	mux := http.NewServeMux()
 	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
@@ -69,6 +76,10 @@ func testApp(mode string) int {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if workers != nil {
+			workers <- struct{}{}
+			defer func() { <-workers }()
+		}
 		time.Sleep(latency)
 		fmt.Fprintln(w, id)
 	})

@@ -57,6 +57,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		u := ctl.upstream
 		ctl.mu.Lock()
 		desired, current, starting, last := ctl.desired, ctl.current, ctl.starting, ctl.last
+		metric, target := ctl.cfg.Metric, ctl.cfg.Target
 		ctl.mu.Unlock()
 		gauge := func(d *prometheus.Desc, v float64, l ...string) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append([]string{u}, l...)...)
@@ -68,9 +69,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.current, float64(current))
 		gauge(c.starting, float64(starting))
 		if last != nil && !last.MetricMissing {
-			gauge(c.observed, last.Observed, ctl.cfg.Metric)
+			gauge(c.observed, last.Observed, last.Metric)
 		}
-		gauge(c.target, ctl.cfg.Target, ctl.cfg.Metric)
+		gauge(c.target, target, metric)
 		counter(c.events, ctl.events.count(EventScaleUp), "up")
 		counter(c.events, ctl.events.count(EventScaleDown), "down")
 		for _, t := range []string{EventStartFailed, EventCrashed, EventStopFailed} {

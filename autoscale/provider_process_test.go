@@ -126,15 +126,19 @@ type loadGen struct {
 	mu     sync.Mutex
 	errs   []string
 	wg     sync.WaitGroup
+	// record, if set, is told of every request when it ends.
+	record func(start, end time.Time, ok bool)
 }
 
-const maxOutstanding = 500 // bound on requests in flight
+// maxOutstanding bounds the requests in flight of a load generator.
+const maxOutstanding = 5000
 
 func (g *loadGen) run(ctx context.Context) {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	sem := make(chan struct{}, maxOutstanding)
 	var debt float64
+	last := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,7 +146,11 @@ func (g *loadGen) run(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
-		debt += float64(g.rate.Load()) / 100
+		// From the time elapsed, not the ticks: a ticker drops ticks when
+		// the machine is busy, and the load must not drop with them.
+		now := time.Now()
+		debt += float64(g.rate.Load()) * now.Sub(last).Seconds()
+		last = now
 		for ; debt >= 1; debt-- {
 			select {
 			case sem <- struct{}{}:
@@ -170,12 +178,16 @@ func (g *loadGen) fail(msg string) {
 
 func (g *loadGen) one() {
 	g.sent.Add(1)
+	start := time.Now()
+	ok := false
+	if g.record != nil {
+		defer func() { g.record(start, time.Now(), ok) }()
+	}
 	b, err := g.pool.Pick(netip.Addr{}, nil)
 	if err != nil {
 		g.fail(err.Error())
 		return
 	}
-	start := time.Now()
 	resp, err := g.client.Get(b.URL.String() + "/")
 	if err != nil {
 		g.pool.Done(b, time.Since(start), balancer.ConnectFailure)
@@ -190,6 +202,7 @@ func (g *loadGen) one() {
 		return
 	}
 	g.pool.Done(b, time.Since(start), balancer.Success)
+	ok = true
 }
 
 func TestProcessFollowsLoadWithoutFailingARequest(t *testing.T) {
