@@ -113,6 +113,8 @@ func TestAssetHeaders(t *testing.T) {
 		{"font, no Origin, one page origin", one, "/F.TTF", "", "", Headers{CacheControl: DefaultCacheControl, AccessControlAllowOrigin: "https://www.example.test", Vary: "Origin"}, true},
 		{"font, no Origin, two page origins", two, "/f.woff", "", "", Headers{CacheControl: DefaultCacheControl, Vary: "Origin"}, true},
 		{"font, no origins configured", none, "/f.woff2", "", "https://x.test", Headers{CacheControl: DefaultCacheControl, AccessControlAllowOrigin: "*"}, true},
+		{"module script", two, "/app.mjs", "", "https://www.example.test", Headers{CacheControl: DefaultCacheControl, AccessControlAllowOrigin: "https://www.example.test", Vary: "Origin"}, true},
+		{"image needs no CORS", two, "/a.png", "", "https://www.example.test", Headers{CacheControl: DefaultCacheControl}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -213,6 +213,17 @@ func (h *htmlRewriter) tagPatches(name, raw []byte, attrs []attrSpan) {
 	svgRef := eqFold(name, "image") || eqFold(name, "use")
 	noSrc := eqFold(name, "iframe") || eqFold(name, "frame")
 	linkAsset, metaImage := false, false
+	// Subresource integrity on a cross-origin fetch needs CORS: a tag with
+	// integrity but no crossorigin attribute would break on the CDN.
+	integrity, crossorigin := false, false
+	for _, a := range attrs {
+		k := raw[a.k0:a.k1]
+		integrity = integrity || eqFold(k, "integrity")
+		crossorigin = crossorigin || eqFold(k, "crossorigin")
+	}
+	if integrity && !crossorigin {
+		return
+	}
 	if isLink || isMeta {
 		for _, a := range attrs {
 			k := raw[a.k0:a.k1]
@@ -260,6 +271,10 @@ func (h *htmlRewriter) tagPatches(name, raw []byte, attrs []attrSpan) {
 			}
 		case eqFold(k, "srcset") || eqFold(k, "data-srcset"):
 			kind = attrSrcset
+		case eqFold(k, "imagesrcset"):
+			if linkAsset {
+				kind = attrSrcset
+			}
 		case eqFold(k, "poster"):
 			kind = attrURL
 		case eqFold(k, "href"):
@@ -333,7 +348,7 @@ func (h *htmlRewriter) rewriteAttr(raw []byte, a attrSpan, kind int) {
 	var nv string
 	switch kind {
 	case attrURL:
-		u, ok := h.rs.rewrite(strings.TrimSpace(v))
+		u, ok := h.rs.rewrite(trimURLSpace(v))
 		if !ok {
 			return
 		}
@@ -396,4 +411,16 @@ func (h *htmlRewriter) rewriteFragment(b []byte) []byte {
 	_ = in.out.Flush()
 	h.res.Oversized += in.res.Oversized
 	return sink.buf
+}
+
+// trimURLSpace strips what the URL parser strips around a URL: C0 controls
+// and spaces (not other Unicode white space).
+func trimURLSpace(s string) string {
+	for len(s) > 0 && s[0] <= ' ' {
+		s = s[1:]
+	}
+	for len(s) > 0 && s[len(s)-1] <= ' ' {
+		s = s[:len(s)-1]
+	}
+	return s
 }

@@ -5,14 +5,19 @@ import (
 	"strings"
 )
 
-// fontExts are the extensions whose responses need CORS headers: browsers
-// load cross-origin fonts only with Access-Control-Allow-Origin.
-var fontExts = [...]string{".woff2", ".woff", ".ttf", ".otf", ".eot"}
+// corsExts are the extensions of assets that browsers fetch cross-origin
+// in CORS mode, and so use only with Access-Control-Allow-Origin: fonts
+// always, module scripts and modulepreload always, scripts and stylesheets
+// with a crossorigin attribute (as subresource integrity requires), text
+// tracks.
+var corsExts = [...]string{".woff2", ".woff", ".ttf", ".otf", ".eot", ".js", ".mjs", ".css", ".vtt", ".json"}
 
-// IsFont reports whether path names a web font.
-func IsFont(path string) bool {
+// NeedsCORS reports whether the asset at path is one that browsers load
+// from another origin only with Access-Control-Allow-Origin: fonts,
+// scripts, stylesheets, text tracks and JSON.
+func NeedsCORS(path string) bool {
 	p := strings.ToLower(path)
-	for _, e := range fontExts {
+	for _, e := range corsExts {
 		if strings.HasSuffix(p, e) {
 			return true
 		}
@@ -37,7 +42,8 @@ type Headers struct {
 // "public, max-age=31536000, immutable", and "public, max-age=86400" in all
 // other cases (an unversioned URL must not be cached as immutable).
 //
-// Fonts get Access-Control-Allow-Origin: the request's Origin when it is
+// Fonts, scripts, stylesheets, text tracks and JSON ([NeedsCORS]) get
+// Access-Control-Allow-Origin: the request's Origin when it is
 // one of Config.Origins (with Vary: Origin, since the answer depends on it),
 // the only configured origin when there is exactly one and the request has
 // no Origin, and "*" when no origins are configured.
@@ -54,7 +60,7 @@ func (r *Rewriter) AssetHeaders(path, rawQuery, origin string) (Headers, bool) {
 	default:
 		h.CacheControl = DefaultCacheControl
 	}
-	if IsFont(path) {
+	if NeedsCORS(path) {
 		switch {
 		case len(r.cfg.Origins) == 0:
 			h.AccessControlAllowOrigin = "*"
