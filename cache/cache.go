@@ -369,27 +369,38 @@ func (c *Cache) load(ctx context.Context, key string, fetch Fetcher) (Item, erro
 			return it, nil
 		}
 		token := c.node + ":" + strconv.FormatUint(c.lockSeq.Add(1), 10)
-		locked, err := c.rds.lock(ctx, key, token, c.cfg.LockTTL)
-		switch {
-		case err != nil:
-			c.redisFailed(ctx, err)
-		case locked:
-			defer func() {
-				uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-				defer cancel()
-				if err := c.rds.unlock(uctx, key, token); err != nil {
-					c.redisFailed(uctx, err)
-				}
-			}()
-		default:
+		deadline := time.Now().Add(c.cfg.LockWait)
+	lock:
+		for {
+			locked, err := c.rds.lock(ctx, key, token, c.cfg.LockTTL)
+			if err != nil {
+				c.redisFailed(ctx, err)
+				break
+			}
+			if locked {
+				defer func() {
+					uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+					defer cancel()
+					if err := c.rds.unlock(uctx, key, token); err != nil {
+						c.redisFailed(uctx, err)
+					}
+				}()
+				break
+			}
 			c.lockWaits.Add(1)
-			if it, ok := c.waitForFill(ctx, key); ok {
+			it, res := c.waitForFill(ctx, key, deadline)
+			switch res {
+			case fillFound:
 				return it, nil
+			case fillLockGone:
+				continue // the holder gave up without a value: take over
+			case fillTimeout:
+				c.lockTimeouts.Add(1)
 			}
 			if ctx.Err() != nil {
 				return Item{}, ctx.Err()
 			}
-			c.lockTimeouts.Add(1)
+			break lock
 		}
 	}
 
@@ -432,28 +443,44 @@ func callFetch(ctx context.Context, f Fetcher, key string) (it Item, err error) 
 	return f.Fetch(ctx, key)
 }
 
-// waitForFill polls Redis for the value another node is fetching, until
-// Config.LockWait has passed.
-func (c *Cache) waitForFill(ctx context.Context, key string) (Item, bool) {
-	deadline := time.NewTimer(c.cfg.LockWait)
-	defer deadline.Stop()
+type fillResult int
+
+const (
+	fillFound    fillResult = iota // the value appeared in Redis
+	fillLockGone                   // the lock was released without a value
+	fillTimeout                    // the deadline passed
+	fillGaveUp                     // ctx ended or Redis failed
+)
+
+// waitForFill polls Redis for the value another node is fetching under the
+// lock, until the value appears, the lock is released, or deadline passes.
+func (c *Cache) waitForFill(ctx context.Context, key string, deadline time.Time) (Item, fillResult) {
 	pause := 2 * time.Millisecond
 	for {
-		t := time.NewTimer(pause)
+		wait := min(pause, time.Until(deadline))
+		if wait <= 0 {
+			return Item{}, fillTimeout
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return Item{}, false
-		case <-deadline.C:
-			t.Stop()
-			return Item{}, false
+			return Item{}, fillGaveUp
 		case <-t.C:
 		}
 		if !c.redisUsable() {
-			return Item{}, false
+			return Item{}, fillGaveUp
 		}
 		if it, ok := c.getRedis(ctx, key); ok {
-			return it, true
+			return it, fillFound
+		}
+		held, err := c.rds.locked(ctx, key)
+		if err != nil {
+			c.redisFailed(ctx, err)
+			return Item{}, fillGaveUp
+		}
+		if !held {
+			return Item{}, fillLockGone
 		}
 		pause = min(pause*2, 50*time.Millisecond)
 	}

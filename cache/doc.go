@@ -20,7 +20,8 @@
 // Across nodes, the loading node takes a short Redis lock (SET NX PX,
 // Config.LockTTL); other nodes poll Redis for its value for up to
 // Config.LockWait, then fetch anyway, so a slow or dead lock holder delays
-// them by at most LockWait. A fetched value is written to Redis with SET NX,
+// them by at most LockWait; if the holder releases the lock without a value
+// (its fetch failed), a waiter takes the lock over at once. A fetched value is written to Redis with SET NX,
 // so it never overwrites a value another node set while it was fetching,
 // and it is not kept at all if the key was invalidated on this node during
 // the fetch. (Cache-aside cannot close every race with the system of

@@ -213,6 +213,16 @@ func (r *redisLayer) lock(ctx context.Context, key, token string, ttl time.Durat
 	return ok, nil
 }
 
+// locked reports whether key's fetch lock is held.
+func (r *redisLayer) locked(ctx context.Context, key string) (bool, error) {
+	n, err := r.client.Exists(ctx, r.lockKey(key)).Result()
+	if err != nil {
+		r.errors.Add(1)
+		return false, fmt.Errorf("cache: redis lock check %q: %w", key, err)
+	}
+	return n == 1, nil
+}
+
 const unlockScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
 
 // unlock releases the fetch lock if token still holds it.
