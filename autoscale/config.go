@@ -89,6 +89,11 @@ type ScaleUpPolicy struct {
 	Instances int
 	// Period of the policy. Default 15 s.
 	Period time.Duration
+	// Window is the stabilization window of scale-out: the desired size
+	// never rises above the lowest recommendation made within it, so that
+	// a spike shorter than the window does not add instances. Default 0:
+	// scale out on the first high recommendation.
+	Window time.Duration
 }
 
 // Clock is a source of time.
@@ -136,8 +141,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Tolerance == 0 {
 		c.Tolerance = 0.1
 	}
-	if c.Interval < 0 || c.ScaleUp.Period < 0 || c.ScaleUp.Percent < 0 {
-		return c, fmt.Errorf("interval %v, scale-up period %v, scale-up percent %d: must not be negative", c.Interval, c.ScaleUp.Period, c.ScaleUp.Percent)
+	if c.Interval < 0 || c.ScaleUp.Period < 0 || c.ScaleUp.Percent < 0 || c.ScaleUp.Window < 0 {
+		return c, fmt.Errorf("interval %v, scale-up period %v, percent %d, window %v: must not be negative",
+			c.Interval, c.ScaleUp.Period, c.ScaleUp.Percent, c.ScaleUp.Window)
 	}
 	if c.Interval == 0 {
 		c.Interval = 15 * time.Second

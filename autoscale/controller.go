@@ -389,15 +389,30 @@ func (c *Controller) decideLocked(now time.Time, current int, observed float64, 
 	if !d.MetricMissing {
 		c.recs = append(c.recs, stamped{now, rec})
 	}
-	c.recs = pruneBefore(c.recs, now.Add(-cfg.ScaleDownWindow))
+	c.recs = pruneBefore(c.recs, now.Add(-max(cfg.ScaleDownWindow, cfg.ScaleUp.Window)))
 	if desired < prev {
 		hi := desired
 		for _, r := range c.recs {
-			hi = max(hi, r.n)
+			if r.at.After(now.Add(-cfg.ScaleDownWindow)) {
+				hi = max(hi, r.n)
+			}
 		}
 		if hi > desired {
 			desired = min(hi, prev)
 			d.Reason += fmt.Sprintf("; %d held by the %v scale-down window", desired, cfg.ScaleDownWindow)
+		}
+	}
+
+	if desired > prev && cfg.ScaleUp.Window > 0 {
+		lo := desired
+		for _, r := range c.recs {
+			if r.at.After(now.Add(-cfg.ScaleUp.Window)) {
+				lo = min(lo, r.n)
+			}
+		}
+		if lo < desired {
+			desired = max(lo, prev)
+			d.Reason += fmt.Sprintf("; %d held by the %v scale-up window", desired, cfg.ScaleUp.Window)
 		}
 	}
 

@@ -84,6 +84,36 @@ func TestScaleUpPolicy(t *testing.T) {
 	}
 }
 
+func TestScaleUpWindowIgnoresShortSpikes(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		window   time.Duration
+		spike    int // intervals of 15 s at 3× the target
+		wantUpAt int // interval of the first scale-up, -1 for none
+	}{
+		{"no window: first high decision", 0, 1, 0},
+		{"spike shorter than the window", time.Minute, 3, -1},
+		{"load as long as the window", time.Minute, 8, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSim(t, Config{Min: 2, Max: 10, Target: 10, ScaleUp: ScaleUpPolicy{Window: tt.window}}, 0)
+			s.run(10, func(int) float64 { return 20 })
+			upAt := -1
+			for i, d := range s.run(tt.spike, func(int) float64 { return 60 }) {
+				if d.Desired > 2 && upAt < 0 {
+					upAt = i
+				}
+			}
+			if upAt != tt.wantUpAt {
+				t.Fatalf("first scale-up at interval %d of the spike, want %d (events %+v)", upAt, tt.wantUpAt, s.events)
+			}
+		})
+	}
+}
+
 func TestNoisySteadyLoadCausesNoScaleEvent(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -310,6 +340,7 @@ func TestConfigErrorsNameTheProblem(t *testing.T) {
 		{"tolerance too big", Config{Tolerance: 1.5}, "tolerance 1.5", nil},
 		{"latency without source", Config{Metric: MetricLatencyP95}, "latency source", nil},
 		{"negative interval", Config{Interval: -time.Second}, "interval -1s", nil},
+		{"negative scale-up window", Config{ScaleUp: ScaleUpPolicy{Window: -time.Second}}, "window -1s", nil},
 	}
 	pool := newSim(t, Config{}, 0).pool
 	for _, tt := range tests {
