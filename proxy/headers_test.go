@@ -178,7 +178,7 @@ func rawBackendClosing(t *testing.T, resp string, closeAfter bool) string {
 }
 
 func TestResponseHeaders(t *testing.T) {
-	be := rawBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop\r\n"+
+	be := rawBackend(t, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, X-Hop, X-Request-Id\r\n"+
 		"X-Hop: secret\r\nKeep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nUpgrade: h2c\r\n"+
 		"X-Request-Id: backend-made\r\nX-End-To-End: yes\r\n\r\nok")
 	p := New(Config{})
