@@ -32,12 +32,20 @@ func Metrics() []string {
 // does not know.
 var ErrUnknownMetric = errors.New("unknown metric")
 
-// defaultTargets are the targets used when Config.Target is zero.
-var defaultTargets = map[string]float64{
-	MetricInflight:   10,
-	MetricRPS:        100,
-	MetricLatencyP95: 0.2,
-	MetricCPU:        70,
+// defaultTarget is the target used when Config.Target is zero; false for
+// an unknown metric.
+func defaultTarget(metric string) (float64, bool) {
+	switch metric {
+	case MetricInflight:
+		return 10, true
+	case MetricRPS:
+		return 100, true
+	case MetricLatencyP95:
+		return 0.2, true
+	case MetricCPU:
+		return 70, true
+	}
+	return 0, false
 }
 
 // Config configures a Controller. The zero value works: between 1 and 10
@@ -122,7 +130,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Metric == "" {
 		c.Metric = MetricInflight
 	}
-	def, ok := defaultTargets[c.Metric]
+	def, ok := defaultTarget(c.Metric)
 	if !ok {
 		return c, fmt.Errorf("metric %q (want one of %v): %w", c.Metric, Metrics(), ErrUnknownMetric)
 	}

@@ -19,15 +19,21 @@
 // is fast but bounded by a step policy (by default at most +100 % or +4
 // instances, whichever is more, per 15 s); scale-in is slow: the highest
 // recommendation of the stabilization window (default 5 min) wins, so that
-// a noisy load does not flap the pool. The result is clamped to [Min, Max].
+// a noisy load does not flap the pool (an optional scale-out window does the
+// same for short spikes). The result is clamped to [Min, Max]. Before the
+// first scale-in the controller observes for one window: the starting size
+// counts as a recommendation.
 // Instances that are still starting, not yet ready or unhealthy in the
 // balancer neither count as capacity nor feed the metric. A missing metric
 // (no ready instance, no latency sample yet) holds the current size: it
 // never triggers a scale-in.
 //
 // Every change of the desired size, and every failure or crash reported by
-// the provider, is an Event: logged with slog, kept in a bounded list
-// (Status, for GET /api/autoscale) and counted by the Collector.
+// the provider, is an Event with its inputs: logged with slog, kept in a
+// bounded list (Status, for GET /api/autoscale) and counted by the
+// Collector. Decisions that change nothing are logged at Debug level, and
+// the last one is in Status.LastDecision. Update applies a reloaded
+// configuration without restarting instances.
 //
 // # Providers
 //
@@ -40,7 +46,11 @@
 // keeps crashing is retried with exponential backoff and reported. Children
 // are started with Pdeathsig=SIGKILL from one locked OS thread that lives
 // as long as the process, so none outlives the gateway, even when the
-// gateway is killed.
+// gateway is killed. (Pdeathsig reaches the child only: what an instance
+// starts itself is killed with its group on a normal stop, but survives a
+// SIGKILL of the gateway unless the instance sees to it. Give the app's own
+// binary as the command, not a launcher such as "go run".) The cpu metric
+// is read from /proc/<pid>/stat for the whole process group.
 //
 // A Kubernetes provider (a Deployment's scale subresource and its
 // EndpointSlices) is not part of this package yet.
