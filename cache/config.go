@@ -24,7 +24,9 @@ type Config struct {
 	// Redis is the Redis layer's client. The cache uses it for values, tag
 	// sets, fetch locks and the invalidation channel; it does not close it.
 	// For a fast fall-back to memory when Redis is unreachable, give the
-	// client short DialTimeout/ReadTimeout/WriteTimeout (about 250 ms).
+	// client short DialTimeout/ReadTimeout/WriteTimeout (about 250 ms) and
+	// MaxRetries -1: only the command that meets the outage pays them, as
+	// the cache then stops calling Redis until it is back.
 	// Default: nil, a memory-only cache (no cross-node invalidation).
 	Redis redis.UniversalClient
 
