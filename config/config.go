@@ -102,6 +102,10 @@ type Upstream struct {
 	// DrainTimeout bounds how long a removed backend may finish its
 	// in-flight requests. Default 30s.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// RequestHeaders are set on every request sent to this upstream,
+	// replacing what the client sent under those names (like nginx's
+	// proxy_set_header). Default: none.
+	RequestHeaders map[string]string `yaml:"request_headers"`
 }
 
 // Backend is one app instance.

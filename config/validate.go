@@ -244,6 +244,16 @@ func (c *Config) validateUpstream(v *validator, name string) {
 	if u.Retries.BudgetPercent < 0 || u.Retries.BudgetPercent > 100 {
 		v.errf(p+".retries.budget_percent", "%d is out of range 0..100", u.Retries.BudgetPercent)
 	}
+	for k := range u.RequestHeaders {
+		if k == "" || strings.ContainsAny(k, " :\r\n\t") || strings.EqualFold(k, "Host") || strings.EqualFold(k, "Connection") {
+			v.errf(p+".request_headers."+k, "%q cannot be set: not a header name, or Host/Connection", k)
+		}
+	}
+	for k, val := range u.RequestHeaders {
+		if strings.ContainsAny(val, "\r\n") {
+			v.errf(p+".request_headers."+k, "value contains a line break")
+		}
+	}
 	if u.MaxConnsPerBackend < 1 {
 		v.errf(p+".max_conns_per_backend", "must be at least 1")
 	}

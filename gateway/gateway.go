@@ -240,6 +240,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 // serveOrigin sends a request to its route's upstream, through the CDN
 // rewriter when the route has one.
 func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
+	for _, kv := range rt.setHeaders {
+		ctx.Request.Header.Set(kv[0], kv[1])
+	}
 	if rt.cdn != nil {
 		g.serveCDN(ctx, rt)
 		return

@@ -19,6 +19,9 @@ type route struct {
 	cdn       *cdn.Rewriter      // nil: no CDN offloading on this route
 	cache     *httpcache.Options // nil: no HTTP caching on this route
 	cacheOpts httpcache.Options
+	// setHeaders are the upstream's request_headers, copied here so that
+	// the request path never reads the (reloadable) upstream config.
+	setHeaders [][2]string
 }
 
 // router is an immutable routing table, swapped whole on reload.
@@ -36,6 +39,12 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 			upstream: ups[c.Upstream],
 			cdn:      rewriters[c.Name],
 		})
+		if u := ups[c.Upstream]; u != nil {
+			rt := &r.routes[len(r.routes)-1]
+			for _, k := range sortedKeys(u.cfg.RequestHeaders) {
+				rt.setHeaders = append(rt.setHeaders, [2]string{k, u.cfg.RequestHeaders[k]})
+			}
+		}
 		if c.Cache != nil && c.Cache.Enabled {
 			rt := &r.routes[len(r.routes)-1]
 			rt.cacheOpts = httpcache.Options{
@@ -109,4 +118,13 @@ func hostMatches(pattern, host string) bool {
 		return strings.HasSuffix(host, pattern[1:])
 	}
 	return pattern == host
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

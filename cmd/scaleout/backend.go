@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -98,7 +99,25 @@ func (a *demoApp) handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
 	})
+	for path, asset := range demoAssets {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", asset.contentType)
+			w.Header().Set("ETag", asset.etag)
+			w.Header().Set("X-Instance", a.name)
+			if r.Header.Get("If-None-Match") == asset.etag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			_, _ = io.WriteString(w, asset.body)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && strings.Contains(r.Header.Get("Accept"), "text/html") {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			w.Header().Set("X-Instance", a.name)
+			fmt.Fprintf(w, demoPage, a.name)
+			return
+		}
 		d := a.latency
 		if q := r.URL.Query().Get("sleep"); q != "" {
 			if v, err := time.ParseDuration(q); err == nil && v >= 0 && v <= 30*time.Second {
@@ -130,4 +149,32 @@ func (a *demoApp) handler() http.Handler {
 		})
 	})
 	return mux
+}
+
+// demoPage is the built-in app's HTML page: it references assets so that
+// the CDN rewriting of a gateway in front of it has something to do.
+const demoPage = `<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>scaleout demo</title>
+<link rel="stylesheet" href="/static/site.css">
+<link rel="icon" href="/img/logo.svg">
+</head><body>
+<header><img src="/img/logo.svg" alt="scaleout" width="48" height="48"> <h1>Served by instance %s</h1></header>
+<p>This page came through the scaleout gateway. Reload it: another instance answers.
+Its stylesheet, script and logo point at the CDN host; view the source to see.</p>
+<div class="box" style="background-image:url('/img/logo.svg')">assets offloaded</div>
+<script src="/static/app.js"></script>
+</body></html>
+`
+
+type demoAsset struct{ contentType, etag, body string }
+
+var demoAssets = map[string]demoAsset{
+	"/static/site.css": {"text/css; charset=utf-8", `"css1"`, `body{font-family:sans-serif;margin:2em;background:#f7f7fb}
+header{display:flex;align-items:center;gap:1em}
+.box{padding:2em;background-repeat:no-repeat;background-position:right;border:1px solid #ccd}
+`},
+	"/static/app.js": {"text/javascript; charset=utf-8", `"js1"`, `document.querySelector("h1").title = "loaded at " + new Date().toISOString();
+`},
+	"/img/logo.svg": {"image/svg+xml", `"svg1"`, `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 48 48"><circle cx="24" cy="24" r="20" fill="#4a6cf7"/><path d="M14 30l10-14 10 14z" fill="#fff"/></svg>
+`},
 }

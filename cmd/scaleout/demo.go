@@ -26,6 +26,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:8080", "gateway address (a free port is used when this one is taken)")
 	admin := fs.String("admin", "127.0.0.1:9901", "admin API address (a free port is used when this one is taken)")
+	edge := fs.String("edge", "127.0.0.1:8081", "CDN edge address (a free port is used when this one is taken)")
 	n := fs.Int("backends", 3, "number of backend processes")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -49,46 +50,97 @@ func cmdDemo(args []string, stdout, stderr io.Writer) int {
 		urls = append(urls, u)
 	}
 
+	edgeAddr := orFree(*edge)
+	if strings.HasSuffix(edgeAddr, ":0") {
+		edgeAddr = freeLoopback()
+	}
+	_, edgePort, _ := net.SplitHostPort(edgeAddr)
+	cdnHost := "http://cdn.localhost:" + edgePort
+
 	var b strings.Builder
 	fmt.Fprintf(&b, "listen: %s\nadmin:\n  listen: %s\nupstreams:\n  app:\n    algorithm: round-robin\n    backends:\n", orFree(*listen), orFree(*admin))
 	for _, u := range urls {
 		fmt.Fprintf(&b, "      - url: %s\n", u)
 	}
 	b.WriteString("    health:\n      path: /health\n      interval: 1s\nroutes:\n  - path_prefix: /\n    upstream: app\n")
-	cfg, err := config.Parse([]byte(b.String()))
+	fmt.Fprintf(&b, "    cdn:\n      host: %s\n      pull_header: X-From-CDN\n", cdnHost)
+	g, errc, err := startGateway(ctx, b.String(), stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return 1
-	}
-	cfg.Log.Level = "warn"
-	g, err := gateway.New(cfg, gateway.Options{Logger: newLogger(cfg, stderr)})
-	if err != nil {
-		fmt.Fprintf(stderr, "demo: %v\n", err)
-		return 1
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- g.Run(ctx) }()
-	select {
-	case <-g.Ready():
-	case err := <-errc:
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 1
 	}
 	data, adm := g.Addrs()
-	fmt.Fprintf(stdout, "scaleout demo: a gateway in front of %d backend processes\n\n", *n)
+
+	// The CDN edge: a second gateway with the HTTP cache in front of the
+	// first, marking its pulls so that the origin can count offload.
+	edgeCfg := fmt.Sprintf(`listen: %s
+admin:
+  listen: 127.0.0.1:0
+cache:
+  memory: {max_bytes: 64MiB}
+upstreams:
+  origin:
+    backends: [{url: "http://%s"}]
+    request_headers: {X-From-CDN: scaleout-demo-edge}
+routes:
+  - path_prefix: /
+    upstream: origin
+    cache: {enabled: true}
+`, edgeAddr, data)
+	_, edgeErrc, err := startGateway(ctx, edgeCfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "demo: CDN edge: %v\n", err)
+		return 1
+	}
+
+	fmt.Fprintf(stdout, "scaleout demo: a gateway in front of %d backend processes, and a CDN edge\n\n", *n)
 	for i, p := range kids.list() {
 		fmt.Fprintf(stdout, "  backend app-%d   %s   pid %d\n", i+1, urls[i], p)
 	}
-	fmt.Fprintf(stdout, "\n  gateway     http://%s/\n  admin API   http://%s/api/upstreams\n  metrics     http://%s/metrics\n\n", data, adm, adm)
+	fmt.Fprintf(stdout, "\n  gateway     http://%s/\n  admin API   http://%s/api/upstreams\n  metrics     http://%s/metrics\n", data, adm, adm)
+	fmt.Fprintf(stdout, "  CDN edge    %s/  (assets of the gateway's pages point here)\n  offload     http://%s/api/cdn\n\n", cdnHost, adm)
 	fmt.Fprintf(stdout, "Try:  for i in 1 2 3 4 5 6; do curl -s http://%s/hello; done\n", data)
 	fmt.Fprintf(stdout, "      curl -s -X POST http://%s/api/upstreams/app/backends/%s/drain\n", adm, strings.TrimPrefix(urls[0], "http://"))
 	fmt.Fprintf(stdout, "\nCtrl-C stops the gateway and every backend.\n")
-	if err := <-errc; err != nil {
+	err1, err2 := <-errc, <-edgeErrc
+	if err := errors.Join(err1, err2); err != nil {
 		fmt.Fprintf(stderr, "demo: %v\n", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "demo: stopped")
 	return 0
+}
+
+// startGateway runs a gateway from YAML until ctx is done; errc yields
+// Run's result.
+func startGateway(ctx context.Context, yaml string, stderr io.Writer) (*gateway.Gateway, chan error, error) {
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Log.Level = "warn"
+	g, err := gateway.New(cfg, gateway.Options{Logger: newLogger(cfg, stderr)})
+	if err != nil {
+		return nil, nil, err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- g.Run(ctx) }()
+	select {
+	case <-g.Ready():
+		return g, errc, nil
+	case err := <-errc:
+		return nil, nil, err
+	}
+}
+
+// freeLoopback returns a loopback address with a port free right now.
+func freeLoopback() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:0"
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
 
 // orFree returns addr if it can be bound now, else a free port on its host.

@@ -360,11 +360,12 @@ func alive(pid int) bool {
 
 var pidRE = regexp.MustCompile(`pid (\d+)`)
 var gwRE = regexp.MustCompile(`gateway\s+(http://\S+)/`)
+var edgeRE = regexp.MustCompile(`CDN edge\s+http://cdn\.localhost:(\d+)/`)
 
 func TestDemo(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
-			cmd := exec.Command(binary, "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+			cmd := exec.Command(binary, "demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--edge", "127.0.0.1:0")
 			out, _ := cmd.StdoutPipe()
 			startProc(t, cmd)
 			var text strings.Builder
@@ -397,8 +398,37 @@ func TestDemo(t *testing.T) {
 			if len(instances) != 3 {
 				t.Errorf("6 requests reached instances %v, want all 3", instances)
 			}
+			// The page's assets point at the CDN edge, which caches them.
+			edge := edgeRE.FindStringSubmatch(text.String())
+			if edge == nil {
+				t.Fatalf("no CDN edge in the demo output:\n%s", text.String())
+			}
+			req, _ := http.NewRequest("GET", gw[1]+"/", nil)
+			req.Header.Set("Accept", "text/html")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if !strings.Contains(string(page), "http://cdn.localhost:"+edge[1]+"/static/site.css") {
+				t.Errorf("page assets not rewritten to the edge:\n%s", page)
+			}
+			var xcache []string
+			for range 2 {
+				resp, err := http.Get("http://127.0.0.1:" + edge[1] + "/static/site.css")
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				xcache = append(xcache, resp.Header.Get("X-Cache"))
+			}
+			if xcache[1] != "HIT" {
+				t.Errorf("the edge did not cache the stylesheet: X-Cache %v", xcache)
+			}
 			cmd.Process.Signal(sig)
-			err := cmd.Wait()
+			err = cmd.Wait()
 			if sig == syscall.SIGTERM && err != nil {
 				t.Errorf("demo exited with %v on SIGTERM", err)
 			}
