@@ -611,3 +611,56 @@ func TestInvalidationDuringLoadIsNotCached(t *testing.T) {
 		}
 	})
 }
+
+// TestTagIndexFollowsEntries: the memory layer's tag index forgets entries
+// that are replaced, deleted, flushed or evicted, so it cannot grow without
+// bound.
+func TestTagIndexFollowsEntries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{MemoryMaxBytes: 16 << 10})
+	indexed := func() int {
+		c.mem.tagsMu.Lock()
+		defer c.mem.tagsMu.Unlock()
+		n := 0
+		for _, keys := range c.mem.tags {
+			n += len(keys)
+		}
+		return n
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"set", func() {
+			mustSet(t, c, "a", Item{Value: []byte("1"), Tags: []string{"x", "y"}})
+			mustSet(t, c, "b", Item{Value: []byte("2"), Tags: []string{"x"}})
+		}, 3},
+		{"replace with other tags", func() { mustSet(t, c, "a", Item{Value: []byte("1"), Tags: []string{"z"}}) }, 2},
+		{"replace without tags", func() { mustSet(t, c, "a", Item{Value: []byte("1")}) }, 1},
+		{"delete", func() { _ = c.Delete(ctx, "b") }, 0},
+		{"flush", func() {
+			mustSet(t, c, "c", Item{Value: []byte("3"), Tags: []string{"x"}})
+			c.mem.flush()
+		}, 0},
+		{"evict", func() {
+			for i := range 500 {
+				mustSet(t, c, fmt.Sprintf("e%d", i), Item{Value: make([]byte, 512), Tags: []string{"e"}})
+			}
+			c.mem.c.CleanUp()
+		}, -1},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			s.do()
+			got := indexed()
+			if s.want >= 0 && got != s.want {
+				t.Fatalf("tag index holds %d entries, want %d", got, s.want)
+			}
+			if s.want < 0 && int64(got) != c.Stats().Memory.Entries {
+				t.Fatalf("tag index holds %d entries, memory holds %d", got, c.Stats().Memory.Entries)
+			}
+		})
+	}
+}
