@@ -94,7 +94,7 @@ type Cache struct {
 
 	ps        atomic.Pointer[redis.PubSub] // the live subscription, if any
 	stop      context.CancelFunc
-	done      chan struct{}
+	bg        sync.WaitGroup // the subscriber and the stats refresher
 	closeOnce sync.Once
 }
 
@@ -118,7 +118,6 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 		start:     time.Now(),
 		dirtyKeys: make(map[string]struct{}),
 		dirtyTags: make(map[string]struct{}),
-		done:      make(chan struct{}),
 	}
 	c.startNano = c.start.UnixNano()
 	c.mem, err = newMemory(cfg.MemoryMaxBytes, c.nowNano, fake)
@@ -129,7 +128,6 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 	c.stop = stop
 	c.flight.closing = bg
 	if cfg.Redis == nil {
-		close(c.done)
 		return c, nil
 	}
 	c.rds = newRedisLayer(cfg.Redis, cfg.Prefix)
@@ -137,7 +135,8 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 	if err != nil {
 		c.markOutage(err)
 	}
-	go c.subscriber(bg, ps)
+	c.bg.Go(func() { c.subscriber(bg, ps) })
+	c.bg.Go(func() { c.refreshServerStats(bg) })
 	return c, nil
 }
 
@@ -150,7 +149,7 @@ func (c *Cache) Close() error {
 		if ps := c.ps.Load(); ps != nil {
 			_ = ps.Close() // interrupts a blocked receive
 		}
-		<-c.done
+		c.bg.Wait()
 		c.flight.wg.Wait()
 		c.mem.close()
 	})

@@ -503,6 +503,10 @@ func TestCollector(t *testing.T) {
 	mustSet(t, c, "k", Item{Value: []byte("v")})
 	c.Get(ctx, "k")
 	c.Get(ctx, "missing")
+	waitFor(t, 5*time.Second, "the redis server stats", func() bool {
+		s := c.Stats().Redis
+		return s.Entries > 0 && s.Bytes > 0
+	})
 
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(c.Collector()); err != nil {
@@ -539,6 +543,11 @@ func TestCollector(t *testing.T) {
 	} {
 		if v, ok := got[name]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", name, v, ok, want)
+		}
+	}
+	for _, name := range []string{"scaleout_cache_entries{redis}", "scaleout_cache_bytes{redis}"} {
+		if got[name] <= 0 {
+			t.Errorf("%s = %v, want > 0", name, got[name])
 		}
 	}
 }

@@ -54,6 +54,10 @@ type Config struct {
 	// goes unnoticed. Default: 1 s.
 	HealthInterval time.Duration
 
+	// StatsInterval is how often the Redis server's key count, memory and
+	// evictions are read (INFO, DBSIZE) for Stats. Default: 10 s.
+	StatsInterval time.Duration
+
 	// OutageMaxStale bounds staleness while Redis is unreachable: then no
 	// invalidation from other nodes can arrive, so a memory entry is served
 	// for at most this long after the later of its store time and the start
@@ -85,6 +89,7 @@ const (
 	defaultLockWait       = 500 * time.Millisecond
 	defaultHealthInterval = time.Second
 	defaultOutageMaxStale = time.Second
+	defaultStatsInterval  = 10 * time.Second
 )
 
 // ErrInvalidConfig is returned by New for a Config it cannot use.
@@ -115,6 +120,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"LockWait", &c.LockWait, defaultLockWait},
 		{"HealthInterval", &c.HealthInterval, defaultHealthInterval},
 		{"OutageMaxStale", &c.OutageMaxStale, defaultOutageMaxStale},
+		{"StatsInterval", &c.StatsInterval, defaultStatsInterval},
 	} {
 		if *d.v < 0 {
 			return c, fmt.Errorf("%w: %s is negative (%v)", ErrInvalidConfig, d.name, *d.v)

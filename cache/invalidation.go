@@ -38,7 +38,6 @@ func (c *Cache) subscribe(ctx context.Context) (*redis.PubSub, error) {
 // it applies messages from other nodes, checks the connection when it is
 // idle, reconnects after failures, and runs the recovery after an outage.
 func (c *Cache) subscriber(ctx context.Context, ps *redis.PubSub) {
-	defer close(c.done)
 	pause := 10 * time.Millisecond
 	maxPause := min(c.cfg.HealthInterval, 250*time.Millisecond)
 	for {
@@ -192,4 +191,24 @@ func (c *Cache) recover(ctx context.Context) error {
 		}
 	}
 	return errors.New("cache: recovery could not catch up with writes")
+}
+
+// refreshServerStats keeps the Redis layer's server-wide figures current.
+func (c *Cache) refreshServerStats(ctx context.Context) {
+	t := time.NewTicker(c.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		if c.redisUsable() {
+			rctx, cancel := context.WithTimeout(ctx, time.Second)
+			if err := c.rds.readServerStats(rctx); err != nil && ctx.Err() == nil {
+				c.cfg.Logger.Debug("cache: reading redis stats", "cache", c.cfg.Name, "err", err)
+			}
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,9 @@ type redisLayer struct {
 	channel string
 
 	hits, misses, errors atomic.Uint64
+
+	// Server-wide figures, refreshed every Config.StatsInterval.
+	keys, usedBytes, evictedKeys atomic.Int64
 }
 
 func newRedisLayer(client redis.UniversalClient, prefix string) *redisLayer {
@@ -243,5 +247,41 @@ func (r *redisLayer) publish(ctx context.Context, msg []byte) error {
 }
 
 func (r *redisLayer) stats() LayerStats {
-	return LayerStats{Hits: r.hits.Load(), Misses: r.misses.Load(), Errors: r.errors.Load()}
+	return LayerStats{
+		Hits:      r.hits.Load(),
+		Misses:    r.misses.Load(),
+		Errors:    r.errors.Load(),
+		Evictions: uint64(r.evictedKeys.Load()),
+		Entries:   r.keys.Load(),
+		Bytes:     r.usedBytes.Load(),
+	}
+}
+
+// readServerStats reads the key count of the database and the memory and
+// evictions of the server.
+func (r *redisLayer) readServerStats(ctx context.Context) error {
+	pipe := r.client.Pipeline()
+	size := pipe.DBSize(ctx)
+	info := pipe.Info(ctx, "memory", "stats")
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("cache: reading redis stats: %w", err)
+	}
+	r.keys.Store(size.Val())
+	for line := range strings.Lines(info.Val()) {
+		name, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(value, 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "used_memory":
+			r.usedBytes.Store(n)
+		case "evicted_keys":
+			r.evictedKeys.Store(n)
+		}
+	}
+	return nil
 }

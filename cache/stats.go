@@ -7,14 +7,18 @@ import (
 // LayerStats counts one layer's work since the cache was created.
 type LayerStats struct {
 	Hits, Misses uint64
-	// Evictions counts entries dropped to stay within the size bound;
-	// Expirations those dropped at the end of their TTL. (Memory only.)
+	// Evictions counts entries dropped to stay within the size bound
+	// (for Redis: evicted_keys of the whole server, read every
+	// Config.StatsInterval). Expirations counts memory entries dropped at
+	// the end of their TTL.
 	Evictions, Expirations uint64
 	// Errors counts failed operations (Redis only; the memory layer does
 	// not fail).
 	Errors uint64
-	// Entries and Bytes are the current size (memory only; Bytes as
-	// weighed, see EntryOverhead).
+	// Entries and Bytes are the current size: for memory, this cache's
+	// entries and their weight (see EntryOverhead); for Redis, the keys of
+	// the whole database (DBSIZE) and the server's used_memory, read every
+	// Config.StatsInterval, since Redis cannot count one prefix cheaply.
 	Entries, Bytes int64
 }
 
@@ -100,8 +104,8 @@ func (col *collector) descs() map[string]*prometheus.Desc {
 		"evictions":     col.desc("evictions_total", "Entries evicted to stay within the size bound.", true),
 		"expirations":   col.desc("expirations_total", "Entries dropped at the end of their TTL.", true),
 		"errors":        col.desc("errors_total", "Failed operations of the layer.", true),
-		"entries":       col.desc("entries", "Entries held by the layer.", true),
-		"bytes":         col.desc("bytes", "Bytes held by the layer, as weighed.", true),
+		"entries":       col.desc("entries", "Entries held by the layer (redis: keys of the whole database).", true),
+		"bytes":         col.desc("bytes", "Bytes held by the layer (memory: as weighed; redis: the server's used_memory).", true),
 		"fetches":       col.desc("fetches_total", "Fetcher calls.", false),
 		"fetch_errors":  col.desc("fetch_errors_total", "Fetcher calls that failed.", false),
 		"coalesced":     col.desc("coalesced_total", "GetOrFetch calls that shared another caller's load.", false),
@@ -146,11 +150,11 @@ func (col *collector) Collect(ch chan<- prometheus.Metric) {
 		counter("misses", l.s.Misses, l.name)
 		gauge("hit_ratio", l.s.HitRatio(), l.name)
 		counter("errors", l.s.Errors, l.name)
+		counter("evictions", l.s.Evictions, l.name)
+		gauge("entries", float64(l.s.Entries), l.name)
+		gauge("bytes", float64(l.s.Bytes), l.name)
 		if l.name == "memory" {
-			counter("evictions", l.s.Evictions, l.name)
 			counter("expirations", l.s.Expirations, l.name)
-			gauge("entries", float64(l.s.Entries), l.name)
-			gauge("bytes", float64(l.s.Bytes), l.name)
 		}
 	}
 	counter("fetches", s.Fetches)
