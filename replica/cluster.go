@@ -162,14 +162,22 @@ func (c *Cluster) checkAll(ctx context.Context) {
 	default:
 		r.primary = nil
 		r.why = fmt.Sprintf("%d nodes report pg_is_in_recovery() = false; refusing writes until one is demoted", len(primaries))
-		c.cfg.Logger.Error("replica: more than one node claims to be the primary", "nodes", len(primaries))
 	}
 
 	now := time.Now()
-	if r.primary != nil {
-		if prev := c.route.Load().primary; prev != r.primary {
-			c.history.reset()
+	prev := c.route.Load()
+	if prev.primary != r.primary || prev.why != r.why {
+		c.history.reset()
+		switch {
+		case r.primary != nil:
+			c.cfg.Logger.Warn("replica: primary found", "node", r.primary.addr)
+		case len(primaries) > 1:
+			c.cfg.Logger.Error("replica: more than one node claims to be the primary; writes refused", "nodes", len(primaries))
+		default:
+			c.cfg.Logger.Error("replica: no primary; writes refused", "reason", r.why)
 		}
+	}
+	if r.primary != nil {
 		c.history.add(now, primaryLSN)
 	}
 	for i, n := range c.nodes {

@@ -308,6 +308,55 @@ func TestReplicaStoppedUnderReadLoad(t *testing.T) {
 	})
 }
 
+// TestReadRetriedOnceAfterReplicaKilled pins the retry rule without a
+// health check to help: the checks are far apart, so the only thing that
+// takes the killed replica out is the failed read itself.
+func TestReadRetriedOnceAfterReplicaKilled(t *testing.T) {
+	pg := sharedPG(t)
+	ctx := context.Background()
+	c := open(t, Config{Nodes: pg.DSNs(), CheckInterval: time.Hour})
+	survivor, victim := pg.Port(1), pg.Port(2)
+	// Warm both replicas' pools.
+	seen := map[int]bool{}
+	for range 10 {
+		port, err := serverPort(ctx, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[port] = true
+	}
+	if !seen[survivor] || !seen[victim] {
+		t.Fatalf("warm-up reads reached %v, want both replicas", seen)
+	}
+
+	if err := pg.Kill(2); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		if err := pg.Start(sctx, 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := pg.WaitStreaming(sctx, 0, 2); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	for i := range 20 {
+		port, err := serverPort(ctx, c)
+		if err != nil {
+			t.Fatalf("read %d after the kill failed for the caller: %v", i, err)
+		}
+		if port != survivor {
+			t.Fatalf("read %d ran on %d, want the surviving replica %d", i, port, survivor)
+		}
+	}
+	st := nodeStatus(t, c, victim)
+	if st.Retries != 1 || st.Healthy || st.InRotation {
+		t.Fatalf("killed replica: %+v; want exactly 1 read retried elsewhere, then out of rotation", st)
+	}
+}
+
 func TestLaggingReplicaLeavesRotation(t *testing.T) {
 	pg := sharedPG(t)
 	ctx := context.Background()
@@ -316,15 +365,15 @@ func TestLaggingReplicaLeavesRotation(t *testing.T) {
 		name string
 		cfg  Config
 	}{
-		{"max lag seconds", Config{MaxLag: 300 * time.Millisecond, MaxLagBytes: -1}},
-		{"max lag bytes", Config{MaxLag: -1, MaxLagBytes: 256 << 10}},
+		{"max lag seconds", Config{MaxLag: time.Second, MaxLagBytes: -1}},
+		{"max lag bytes", Config{MaxLag: -1, MaxLagBytes: 4 << 20}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			cfg.Nodes = pg.DSNs()
 			c := open(t, cfg)
-			if _, err := c.Exec(ctx, "create table if not exists lag (id serial, pad text)"); err != nil {
+			if _, err := c.Exec(ctx, "create table if not exists lag (id serial, pad text) with (autovacuum_enabled = off)"); err != nil {
 				t.Fatal(err)
 			}
 			waitFor(t, 10*time.Second, "replica in rotation", func() bool { return nodeStatus(t, c, lagging).InRotation })
@@ -340,7 +389,7 @@ func TestLaggingReplicaLeavesRotation(t *testing.T) {
 			}()
 			// Write until the paused replica is out of rotation.
 			waitFor(t, 15*time.Second, "the paused replica out of rotation", func() bool {
-				if _, err := c.Exec(ctx, "insert into lag (pad) select repeat('x', 1000) from generate_series(1, 50)"); err != nil {
+				if _, err := c.Exec(ctx, "insert into lag (pad) select repeat('x', 1000) from generate_series(1, 200)"); err != nil {
 					t.Fatal(err)
 				}
 				return !nodeStatus(t, c, lagging).InRotation
@@ -550,5 +599,26 @@ func TestFailover(t *testing.T) {
 	waitFor(t, 10*time.Second, "the other replica in rotation with known lag", func() bool {
 		st := nodeStatus(t, c, pg.Port(2))
 		return st.InRotation && st.LagBytes >= 0
+	})
+
+	// The old primary comes back, not demoted (its replica now follows the
+	// new primary): two nodes claim to be the primary, and writes are
+	// refused rather than split between them.
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	if err := pg.Start(rctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the conflict to be seen", func() bool {
+		return c.Status().Primary == ""
+	})
+	if _, err := c.Exec(ctx, "insert into f values (-1, inet_server_port())"); !errors.Is(err, ErrNoPrimary) {
+		t.Fatalf("write with two primaries: err = %v, want ErrNoPrimary", err)
+	}
+	if err := pg.Stop(rctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the promoted node as the only primary again", func() bool {
+		return c.Status().Primary == fmt.Sprintf("127.0.0.1:%d/postgres", pg.Port(1))
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -391,9 +392,55 @@ func (c *PostgresCluster) signal(ctx context.Context, i int, sig syscall.Signal)
 		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 		<-n.done
 	}
-	// Make sure no child outlives its postmaster.
+	// Make sure no child outlives its postmaster: a backend still alive
+	// holds the shared memory and the next start would refuse to run.
 	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-	return nil
+	return waitGroupGone(n.cmd.Process.Pid, 10*time.Second)
+}
+
+// waitGroupGone waits until no live (non-zombie) process is left in
+// process group pgid.
+func waitGroupGone(pgid int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if !groupAlive(pgid) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("testenv: processes of group %d still alive after %v", pgid, timeout)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupAlive reports whether /proc lists a live process in group pgid.
+func groupAlive(pgid int) bool {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return false
+	}
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...; comm may hold spaces.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
+			continue
+		}
+		if g, _ := strconv.Atoi(f[2]); g == pgid {
+			return true
+		}
+	}
+	return false
 }
 
 // Start starts a stopped or killed node i again on the same port and data
@@ -496,6 +543,7 @@ func (c *PostgresCluster) Close() error {
 		}
 		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
 		<-n.done
+		_ = waitGroupGone(n.cmd.Process.Pid, 10*time.Second)
 	}
 	if c.dir == "" {
 		return nil
