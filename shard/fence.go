@@ -1,0 +1,190 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/scaleout/scaleout/replica"
+)
+
+// SQLSTATEs raised by the capture trigger on a shard.
+const (
+	codeFrozen = "SH001" // bucket in a move's cutover: retry shortly
+	codeMoved  = "SH002" // bucket moved to another shard: reload the map
+)
+
+// Fence states of a bucket on a shard (scaleout_shard_fence.state).
+const (
+	fenceMoving = "moving" // writes are logged to scaleout_shard_changes
+	fenceFrozen = "frozen" // writes are refused (SH001)
+	fenceMoved  = "moved"  // writes are refused (SH002): the bucket lives elsewhere
+)
+
+// shardSchema is installed on every shard of a keyspace that a rebalance
+// touches. The trigger function does nothing for buckets without a fence
+// row (one primary-key lookup per written row); for a bucket being moved
+// it logs the written key, and refuses writes to a frozen or moved bucket.
+// The rebalancer's own statements set scaleout.shard_mover and pass.
+const shardSchema = `
+CREATE TABLE IF NOT EXISTS scaleout_shard_fence (
+	keyspace text NOT NULL,
+	bucket   int  NOT NULL,
+	state    text NOT NULL,
+	PRIMARY KEY (keyspace, bucket)
+);
+CREATE TABLE IF NOT EXISTS scaleout_shard_changes (
+	id       bigserial PRIMARY KEY,
+	keyspace text   NOT NULL,
+	tbl      text   NOT NULL,
+	bucket   int    NOT NULL,
+	key      text   NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scaleout_shard_changes_bucket ON scaleout_shard_changes (keyspace, bucket, id);
+CREATE OR REPLACE FUNCTION scaleout_shard_capture() RETURNS trigger LANGUAGE plpgsql AS $f$
+DECLARE
+	b  int;
+	k  text;
+	st text;
+	i  int;
+BEGIN
+	IF coalesce(current_setting('scaleout.shard_mover', true), '') = 'on' THEN
+		IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+		RETURN NEW;
+	END IF;
+	FOR i IN 1..2 LOOP
+		CONTINUE WHEN i = 1 AND TG_OP = 'INSERT';
+		CONTINUE WHEN i = 2 AND TG_OP = 'DELETE';
+		IF i = 1 THEN
+			EXECUTE format('SELECT ($1).%I::int, ($1).%I::text', TG_ARGV[2], TG_ARGV[3]) INTO b, k USING OLD;
+		ELSE
+			EXECUTE format('SELECT ($1).%I::int, ($1).%I::text', TG_ARGV[2], TG_ARGV[3]) INTO b, k USING NEW;
+		END IF;
+		SELECT f.state INTO st FROM scaleout_shard_fence f WHERE f.keyspace = TG_ARGV[0] AND f.bucket = b;
+		IF st = 'moving' THEN
+			INSERT INTO scaleout_shard_changes (keyspace, tbl, bucket, key) VALUES (TG_ARGV[0], TG_ARGV[1], b, k);
+		ELSIF st = 'frozen' THEN
+			RAISE EXCEPTION 'shard: bucket % of keyspace % is in a move''s cutover; retry', b, TG_ARGV[0] USING ERRCODE = 'SH001';
+		ELSIF st = 'moved' THEN
+			RAISE EXCEPTION 'shard: bucket % of keyspace % moved to another shard; reload the map', b, TG_ARGV[0] USING ERRCODE = 'SH002';
+		END IF;
+	END LOOP;
+	IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+	RETURN NEW;
+END
+$f$;`
+
+// prepareShard installs the fence tables, the trigger function and a
+// trigger on every table, idempotently.
+func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table) error {
+	tx, err := db.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('scaleout_shard_schema'))`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, shardSchema); err != nil {
+		return fmt.Errorf("installing fence schema: %w", err)
+	}
+	for _, t := range tables {
+		sql := fmt.Sprintf(`CREATE OR REPLACE TRIGGER scaleout_shard_capture BEFORE INSERT OR UPDATE OR DELETE ON %s
+			FOR EACH ROW EXECUTE FUNCTION scaleout_shard_capture(%s, %s, %s, %s)`,
+			ident(t.Name), literal(keyspace), literal(t.Name), literal(t.BucketColumn), literal(t.KeyColumn))
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("installing trigger on %s: %w", t.Name, err)
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+// setFence sets bucket's fence state on a shard. With lock, it first
+// takes SHARE ROW EXCLUSIVE locks on every table, which waits for every
+// transaction that has written to them to end: afterwards no write that
+// ran before the fence (and so did not see it) can still commit. New
+// writers queue behind the lock for that short wait and then see the
+// fence (under READ COMMITTED). A lock not granted within lockTimeout is
+// retried a few times.
+func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table, bucket int, state string, lock bool, lockTimeout time.Duration) error {
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if lock && len(tables) > 0 {
+				names := make([]string, len(tables))
+				for i, t := range tables {
+					names[i] = ident(t.Name)
+				}
+				if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO scaleout_shard_fence (keyspace, bucket, state) VALUES ($1, $2, $3)
+				ON CONFLICT (keyspace, bucket) DO UPDATE SET state = excluded.state`, keyspace, bucket, state)
+			return err
+		})
+		var pgErr *pgconn.PgError
+		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("setting bucket %d %s: %w", bucket, state, err)
+	}
+	return nil
+}
+
+// clearFence removes bucket's fence and change log on a shard.
+func clearFence(ctx context.Context, db *replica.Cluster, keyspace string, bucket int) error {
+	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_fence WHERE keyspace = $1 AND bucket = $2`, keyspace, bucket); err != nil {
+		return fmt.Errorf("clearing fence of bucket %d: %w", bucket, err)
+	}
+	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = $2`, keyspace, bucket); err != nil {
+		return fmt.Errorf("clearing change log of bucket %d: %w", bucket, err)
+	}
+	return nil
+}
+
+// deleteBucket deletes bucket's rows from every table of a shard,
+// bypassing the trigger.
+func deleteBucket(ctx context.Context, db *replica.Cluster, tables []Table, bucket int) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL scaleout.shard_mover = 'on'`); err != nil {
+			return err
+		}
+		for _, t := range tables {
+			tag, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1", ident(t.Name), ident(t.BucketColumn)), bucket)
+			if err != nil {
+				return fmt.Errorf("%s: %w", t.Name, err)
+			}
+			n += tag.RowsAffected()
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("deleting rows of bucket %d: %w", bucket, err)
+	}
+	return n, nil
+}
+
+// columns returns the quoted, comma-separated stored columns of table on db.
+func columns(ctx context.Context, db *replica.Cluster, table string) (string, error) {
+	var cols *string
+	err := db.QueryRow(replica.Primary(ctx), `SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+		WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped AND attgenerated = ''`, table).Scan(&cols)
+	if err != nil {
+		return "", fmt.Errorf("columns of %s: %w", table, err)
+	}
+	if cols == nil {
+		return "", fmt.Errorf("columns of %s: none", table)
+	}
+	return *cols, nil
+}
