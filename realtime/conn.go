@@ -165,6 +165,15 @@ func (h *Hub) ServeFastHTTP(ctx *fasthttp.RequestCtx) {
 			// socket goes away, without waiting for its reply for long.
 			_ = raw.SetReadDeadline(time.Now().Add(time.Second))
 			_, _ = io.Copy(io.Discard, io.LimitReader(nc, 1<<10))
+			_ = raw.Close()
+			return
+		}
+		if h.cfg.ServerKeepsHijackedConns {
+			// A WebSocket client sends nothing before the 101 response
+			// (RFC 6455, 4.1), so the server's read buffer holds nothing
+			// of this connection: read the socket itself and let the
+			// server free its request context and buffer.
+			go h.serveConn(raw, raw, claims, anon)
 			return
 		}
 		h.serveConn(nc, raw, claims, anon)
@@ -222,6 +231,7 @@ func (h *Hub) serveConn(r io.Reader, raw net.Conn, claims Claims, anon bool) {
 		h.mu.Unlock()
 		_ = raw.SetWriteDeadline(time.Now().Add(h.cfg.WriteTimeout))
 		_, _ = raw.Write(closeFrame(CloseReconnect, "reconnect"))
+		_ = raw.Close()
 		return
 	}
 	h.conns[c] = struct{}{}
@@ -246,6 +256,7 @@ func (h *Hub) serveConn(r io.Reader, raw net.Conn, claims Claims, anon bool) {
 		c.kill()
 	}
 	h.unregister(c)
+	c.kill()
 }
 
 // unregister removes c and its subscriptions from the hub.
@@ -362,7 +373,15 @@ func (c *conn) readLoop(r io.Reader) (int, string) {
 			return CloseBadUTF8, "text message is not UTF-8"
 		}
 		c.h.m.in.Add(1)
-		c.handle(msg)
+		// Handle on a short-lived goroutine: what handling needs (JSON,
+		// broker and Redis calls) would otherwise grow this goroutine's
+		// stack, which lives as long as the connection.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			c.handle(msg)
+		}()
+		<-done
 		op = 0
 		if cap(msg) > 4<<10 {
 			msg = nil

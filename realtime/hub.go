@@ -69,6 +69,14 @@ type Config struct {
 	// NodeID names this node in presence entries and metrics. Default
 	// hostname-pid.
 	NodeID string
+	// ServerKeepsHijackedConns tells the hub that the fasthttp.Server
+	// serving it has KeepHijackedConns set. The hub then returns from the
+	// hijack handler at once and serves the socket from its own goroutine,
+	// so the server's request context and read buffer are freed: about
+	// 9 KB less per idle connection. By default the hub keeps the hijack
+	// handler running for the life of the connection, as fasthttp requires
+	// when it closes hijacked connections itself.
+	ServerKeepsHijackedConns bool
 	// Logger receives the hub's logs. Default slog.Default().
 	Logger *slog.Logger
 }
