@@ -15,6 +15,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -52,7 +54,9 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := sc.run(ctx, args[1:]); err != nil {
+	if err := sc.run(ctx, args[1:]); errors.Is(err, flag.ErrHelp) {
+		return 0
+	} else if err != nil {
 		fmt.Fprintf(os.Stderr, "harness %s: %v\n", args[0], err)
 		return 1
 	}
