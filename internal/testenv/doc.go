@@ -10,8 +10,9 @@
 // servers are tuned for speed, not durability (fsync=off,
 // synchronous_commit=off, full_page_writes=off, small shared_buffers): they
 // are throw-away test servers. Each server is killed when the test process
-// dies (parent-death signal), and Close kills them all and removes the
-// directory.
+// dies (parent-death signal on the postmaster; its children exit when they
+// see it gone; the next cluster started sweeps the directory left behind),
+// and Close kills them all and removes the directory.
 //
 // Starting a cluster costs seconds: share one between the tests of a package
 // (start it lazily from the first test that needs it, close it in TestMain

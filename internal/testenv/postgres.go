@@ -99,6 +99,7 @@ func NewPostgresCluster(ctx context.Context, replicas int) (c *PostgresCluster, 
 	if err != nil {
 		return nil, err
 	}
+	sweepStalePostgres()
 	dir, err := os.MkdirTemp("", "scaleout-pg-")
 	if err != nil {
 		return nil, fmt.Errorf("testenv: creating temp dir: %w", err)
@@ -382,65 +383,85 @@ func (c *PostgresCluster) signal(ctx context.Context, i int, sig syscall.Signal)
 	default:
 	}
 	if sig == syscall.SIGKILL {
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-	} else {
-		_ = n.cmd.Process.Signal(sig)
+		err := killServer(n.cmd.Process.Pid, 10*time.Second)
+		<-n.done
+		return err
 	}
+	_ = n.cmd.Process.Signal(sig)
 	select {
 	case <-n.done:
+		return nil // the postmaster exits after its children
 	case <-ctx.Done():
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
+		err := killServer(n.cmd.Process.Pid, 10*time.Second)
 		<-n.done
+		return err
 	}
-	// Make sure no child outlives its postmaster: a backend still alive
-	// holds the shared memory and the next start would refuse to run.
-	_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-	return waitGroupGone(n.cmd.Process.Pid, 10*time.Second)
 }
 
-// waitGroupGone waits until no live (non-zombie) process is left in
-// process group pgid.
-func waitGroupGone(pgid int, timeout time.Duration) error {
+// killServer kills a postmaster and its children at once. PostgreSQL
+// puts every child in a session of its own (setsid), so the process group
+// holds only the postmaster: the children are found through /proc while
+// the postmaster is stopped and cannot fork, then killed, and waited for,
+// since a child still alive holds the shared memory and the next start
+// would refuse to run.
+func killServer(pid int, timeout time.Duration) error {
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	pids := append(childrenOf(pid), pid)
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGKILL)
+	}
 	deadline := time.Now().Add(timeout)
-	for {
-		if !groupAlive(pgid) {
-			return nil
+	for _, p := range pids {
+		for processAlive(p) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("testenv: process %d still alive %v after SIGKILL", p, timeout)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("testenv: processes of group %d still alive after %v", pgid, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	return nil
 }
 
-// groupAlive reports whether /proc lists a live process in group pgid.
-func groupAlive(pgid int) bool {
-	entries, err := os.ReadDir("/proc")
+// procStat returns the state and parent pid of a process from
+// /proc/pid/stat; ok is false if there is no such process.
+func procStat(pid int) (state string, ppid int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return false
+		return "", 0, false
 	}
+	// pid (comm) state ppid ...; comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return "", 0, false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 2 {
+		return "", 0, false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid, true
+}
+
+// processAlive reports whether pid is a live (not zombie) process.
+func processAlive(pid int) bool {
+	state, _, ok := procStat(pid)
+	return ok && state != "Z" && state != "X"
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var kids []int
 	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		p, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		// pid (comm) state ppid pgrp ...; comm may hold spaces.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(string(b[i+1:]))
-		if len(f) < 3 || f[0] == "Z" || f[0] == "X" {
-			continue
-		}
-		if g, _ := strconv.Atoi(f[2]); g == pgid {
-			return true
+		if _, ppid, ok := procStat(p); ok && ppid == pid {
+			kids = append(kids, p)
 		}
 	}
-	return false
+	return kids
 }
 
 // Start starts a stopped or killed node i again on the same port and data
@@ -541,9 +562,12 @@ func (c *PostgresCluster) Close() error {
 		if n.cmd == nil || n.cmd.Process == nil {
 			continue
 		}
-		_ = syscall.Kill(-n.cmd.Process.Pid, syscall.SIGKILL)
-		<-n.done
-		_ = waitGroupGone(n.cmd.Process.Pid, 10*time.Second)
+		select {
+		case <-n.done:
+		default:
+			_ = killServer(n.cmd.Process.Pid, 10*time.Second)
+			<-n.done
+		}
 	}
 	if c.dir == "" {
 		return nil
@@ -554,4 +578,32 @@ func (c *PostgresCluster) Close() error {
 		return fmt.Errorf("testenv: removing %s: %w", dir, err)
 	}
 	return nil
+}
+
+// sweepStalePostgres removes the directories of clusters whose test
+// process died before it could clean up (its servers died with it, by the
+// parent-death signal): older than ten minutes, with no live postmaster.
+func sweepStalePostgres() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "scaleout-pg-*"))
+	for _, d := range dirs {
+		fi, err := os.Stat(d)
+		if err != nil || time.Since(fi.ModTime()) < 10*time.Minute {
+			continue
+		}
+		pids, _ := filepath.Glob(filepath.Join(d, "node*", "postmaster.pid"))
+		live := false
+		for _, p := range pids {
+			b, err := os.ReadFile(p)
+			if err != nil {
+				continue
+			}
+			first, _, _ := strings.Cut(string(b), "\n")
+			if pid, err := strconv.Atoi(strings.TrimSpace(first)); err == nil && syscall.Kill(pid, 0) == nil {
+				live = true
+			}
+		}
+		if !live {
+			_ = os.RemoveAll(d)
+		}
+	}
 }
