@@ -205,7 +205,8 @@ func asciiLower(b []byte) []byte {
 // FuzzResolve checks that the fast path of URL rewriting agrees with the
 // general resolution through net/url.
 func FuzzResolve(f *testing.F) {
-	for _, s := range []string{"/a.png", "a.png", "img/a.png?x=1#f", "../a.png", "./a.png", "/a(1).png", "/a%20b.png", "a.png#", "a.png?", "/static/x", "/a.png#a%20b", "/a.png?q=a b", "//h/a.png", "/a.png##"} {
+	for _, s := range []string{"/a.png", "a.png", "img/a.png?x=1#f", "../a.png", "./a.png", "/a(1).png", "/a%20b.png", "a.png#", "a.png?", "/static/x", "/a.png#a%20b", "/a.png?q=a b", "//h/a.png", "/a.png##",
+		"https://www.example.test/a.png", "HTTP://127.0.0.1:8080/x/../a.png", "//www.example.test:443/a.png?x#y", "https://WWW.example.test:/a.png", "http://a@www.example.test/a.png"} {
 		f.Add(s, "https://www.example.test/dir/page.html")
 		f.Add(s, "/x/")
 	}

@@ -159,12 +159,31 @@ func hasParam(q, name string) bool {
 // characters, root-relative or relative to a plain base directory, with no
 // dot segments. decided is false when v needs the general resolution.
 func (rs *resolver) fast(v string) (u string, ok, decided bool) {
-	if !rs.baseOurs || rs.r.cfg.Fingerprint {
+	if rs.r.cfg.Fingerprint {
+		return "", false, false
+	}
+	abs := false
+	if scheme, hostPath, ok := splitAbsolute(v, rs.base.Scheme); ok {
+		// An absolute or scheme-relative URL: decide by its origin, then
+		// treat its path as root-relative.
+		end := strings.IndexAny(hostPath, "/?#")
+		if end <= 0 || hostPath[end] != '/' || !isPlainHost(hostPath[:end]) {
+			return "", false, false
+		}
+		k := originKey(scheme, hostPath[:end])
+		if k != rs.self && !rs.r.origins[k] {
+			return "", false, true
+		}
+		v, abs = hostPath[end:], true
+	} else if !rs.baseOurs {
 		return "", false, false
 	}
 	p, rest := v, ""
 	if i := strings.IndexAny(v, "?#"); i >= 0 {
 		p, rest = v[:i], v[i:]
+	}
+	if abs && strings.HasPrefix(p, "//") {
+		return "", false, false
 	}
 	if p == "" || !isSafePath(p) || strings.IndexByte(p, ':') >= 0 || !isSafeRest(rest) {
 		return "", false, false
@@ -236,4 +255,46 @@ func hasDotSegment(p string) bool {
 		}
 	}
 	return false
+}
+
+// splitAbsolute splits "http://host/p", "https://host/p" (any case) and
+// "//host/p" (taking the base's scheme) into scheme and "host/p".
+func splitAbsolute(v, baseScheme string) (scheme, hostPath string, ok bool) {
+	switch {
+	case len(v) > 7 && strings.EqualFold(v[:7], "http://"):
+		return "http", v[7:], true
+	case len(v) > 8 && strings.EqualFold(v[:8], "https://"):
+		return "https", v[8:], true
+	case strings.HasPrefix(v, "//") && (baseScheme == "http" || baseScheme == "https"):
+		return baseScheme, v[2:], true
+	}
+	return "", "", false
+}
+
+// isPlainHost reports whether h is a host[:port] made of letters, digits,
+// dots and hyphens, which net/url takes as it is (up to case).
+func isPlainHost(h string) bool {
+	colon := strings.IndexByte(h, ':')
+	name, port := h, ""
+	if colon >= 0 {
+		name, port = h[:colon], h[colon+1:]
+		if port == "" {
+			return false
+		}
+	}
+	if name == "" {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
