@@ -26,7 +26,33 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route) {
 	acceptEncoding := string(ctx.Request.Header.Peek(fasthttp.HeaderAcceptEncoding))
 	page := pageURL(ctx)
 
-	rt.upstream.proxy.Serve(ctx, rt.upstream.name, rt.upstream.pool)
+	// A streamed body is rewritten as it passes, by a filter the proxy
+	// applies before the client gets the body; a buffered one afterwards.
+	var streamed bool
+	var upEnc, outEnc string
+	decide := func(h *fasthttp.ResponseHeader) bool {
+		if h.StatusCode() != fasthttp.StatusOK || !rw.Rewritable(string(h.ContentType())) || ctx.IsHead() {
+			return false
+		}
+		upEnc = string(h.ContentEncoding())
+		if !encodingKnown(upEnc) {
+			return false // an encoding we cannot decode passes untouched
+		}
+		outEnc = cdn.Negotiate(upEnc, acceptEncoding)
+		return true
+	}
+	filter := func(h *fasthttp.ResponseHeader, body io.Reader, size int) (io.Reader, int) {
+		if !decide(h) {
+			return body, size
+		}
+		r, err := newRewriteReader(rw, body, page, string(h.ContentType()), upEnc, outEnc)
+		if err != nil {
+			return body, size
+		}
+		streamed = true
+		return r, -1
+	}
+	rt.upstream.proxy.ServeFiltered(ctx, rt.upstream.name, rt.upstream.pool, filter)
 
 	resp := &ctx.Response
 	if asset && resp.StatusCode() == fasthttp.StatusOK {
@@ -41,54 +67,29 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route) {
 			resp.Header.Add(fasthttp.HeaderVary, h.Vary)
 		}
 	}
-	ct := string(resp.Header.ContentType())
-	if resp.StatusCode() != fasthttp.StatusOK || !rw.Rewritable(ct) || ctx.IsHead() {
-		if asset && resp.StatusCode() == fasthttp.StatusOK {
-			g.countAsset(resp, rw, fromCDN)
-		}
-		return
-	}
-	upEnc := string(resp.Header.ContentEncoding())
-	if !encodingKnown(upEnc) {
-		return // an encoding we cannot decode is passed through untouched
-	}
-	outEnc := cdn.Negotiate(upEnc, acceptEncoding)
-	resp.Header.Del(fasthttp.HeaderContentEncoding)
-	if outEnc != "" {
-		resp.Header.Set(fasthttp.HeaderContentEncoding, outEnc)
-	}
-	weakenETag(&resp.Header)
-	resp.Header.Add(fasthttp.HeaderVary, "Accept-Encoding")
-
+	rewrite := streamed
 	if !resp.IsBodyStream() {
-		var out bytes.Buffer
-		if _, err := rw.RewriteEncoded(&out, bytes.NewReader(resp.Body()), page, ct, upEnc, outEnc); err != nil {
-			g.log.Warn("cdn rewrite failed; page passed through unchanged", "path", path, "err", err)
-			g.restoreEncoding(resp, upEnc)
-			return
+		rewrite = decide(&resp.Header)
+		if rewrite {
+			var out bytes.Buffer
+			if _, err := rw.RewriteEncoded(&out, bytes.NewReader(resp.Body()), page, string(resp.Header.ContentType()), upEnc, outEnc); err != nil {
+				g.log.Warn("cdn rewrite failed; page passed through unchanged", "path", path, "err", err)
+				rewrite = false
+			} else {
+				resp.SetBody(out.Bytes())
+			}
 		}
-		resp.SetBody(out.Bytes())
-	} else {
-		src := resp.BodyStream()
-		r, err := newRewriteReader(rw, src, page, ct, upEnc, outEnc)
-		if err != nil {
-			g.restoreEncoding(resp, upEnc)
-			return
-		}
-		// SetBodyStream would close the current stream; detach it first,
-		// since the rewriter now owns it.
-		resp.ResetBody()
-		resp.SetBodyStream(r, -1)
 	}
-	if asset {
+	if rewrite {
+		resp.Header.Del(fasthttp.HeaderContentEncoding)
+		if outEnc != "" && outEnc != "identity" {
+			resp.Header.Set(fasthttp.HeaderContentEncoding, outEnc)
+		}
+		weakenETag(&resp.Header)
+		resp.Header.Add(fasthttp.HeaderVary, "Accept-Encoding")
+	}
+	if asset && resp.StatusCode() == fasthttp.StatusOK {
 		g.countAsset(resp, rw, fromCDN)
-	}
-}
-
-func (g *Gateway) restoreEncoding(resp *fasthttp.Response, enc string) {
-	resp.Header.Del(fasthttp.HeaderContentEncoding)
-	if enc != "" {
-		resp.Header.Set(fasthttp.HeaderContentEncoding, enc)
 	}
 }
 

@@ -152,7 +152,7 @@ func proxyConfig(u *config.Upstream, c *config.Config, log *slog.Logger) proxy.C
 		BufferResponseBytes:   bufferFor(u, c),
 		MaxRequestBodyBytes:   int64(c.Server.MaxBodyBytes),
 		TrustedProxies:        c.TrustedPrefixes(),
-		Retries:               proxy.RetryConfig{Max: max(u.Retries.Max, 0), BudgetPercent: u.Retries.BudgetPercent},
+		Retries:               proxy.RetryConfig{Max: u.Retries.Max, BudgetPercent: u.Retries.BudgetPercent}, // -1 disables
 		Logger:                log,
 	}
 	if c.Log.Access {

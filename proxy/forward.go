@@ -35,6 +35,7 @@ type exchange struct {
 	body    []byte
 	copyBuf []byte
 	tried   []*balancer.Backend
+	filter  BodyFilter
 
 	start      time.Time
 	up         *upstream
@@ -61,6 +62,7 @@ func (p *Proxy) releaseExchange(x *exchange) {
 	clear(x.tried)
 	x.tried = x.tried[:0]
 	x.up = nil
+	x.filter = nil
 	x.bodyStream = nil
 	x.consumed = false
 	x.lastStatus = 0
@@ -84,8 +86,25 @@ func (p *Proxy) releaseExchange(x *exchange) {
 // body naming the upstream and Retry-After: 1; when every try failed, 502
 // (connection failures) or 504 (timeouts).
 func (p *Proxy) Serve(ctx *fasthttp.RequestCtx, upstream string, pool *balancer.Pool) {
+	p.ServeFiltered(ctx, upstream, pool, nil)
+}
+
+// BodyFilter may replace a streamed response body before the client gets
+// it: it is called once the backend's response header is in h, with the
+// body stream and its size (-1: unknown), and returns the body to send and
+// its size. The returned reader takes the stream over: if it is an
+// io.Closer, its Close must close body, which returns the backend
+// connection. Buffered bodies (see Config.BufferResponseBytes) are not
+// passed through the filter; they are complete in ctx.Response when Serve
+// returns. A filter must not keep h past its call.
+type BodyFilter func(h *fasthttp.ResponseHeader, body io.Reader, size int) (io.Reader, int)
+
+// ServeFiltered is Serve with a filter for streamed response bodies; a nil
+// filter is Serve.
+func (p *Proxy) ServeFiltered(ctx *fasthttp.RequestCtx, upstream string, pool *balancer.Pool, filter BodyFilter) {
 	x := p.acquireExchange()
 	defer p.releaseExchange(x)
+	x.filter = filter
 	x.start = time.Now()
 	x.up = p.upstream(upstream)
 	x.up.budget.deposit()
@@ -361,7 +380,11 @@ func (p *Proxy) attempt(ctx *fasthttp.RequestCtx, x *exchange, b *balancer.Backe
 	if cl < 0 {
 		size = -1
 	}
-	resp.SetBodyStream(s, size)
+	var body io.Reader = s
+	if x.filter != nil {
+		body, size = x.filter(&resp.Header, s, size)
+	}
+	resp.SetBodyStream(body, size)
 	resp.ImmediateHeaderFlush = true
 	return failNone
 }
