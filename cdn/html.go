@@ -132,8 +132,17 @@ func (h *htmlRewriter) run() error {
 		case html.StartTagToken, html.SelfClosingTagToken:
 			h.startTag(raw)
 		case html.EndTagToken:
-			if h.preDepth > 0 && len(raw) >= 5 && eqFold(raw[2:5], "pre") && (len(raw) == 5 || raw[5] == '>' || raw[5] == '/' || isHTMLSpace(raw[5])) {
-				h.preDepth--
+			if h.preDepth > 0 {
+				name := raw[2:]
+				for i, c := range name {
+					if isHTMLSpace(c) || c == '/' || c == '>' {
+						name = name[:i]
+						break
+					}
+				}
+				if eqFold(name, "pre") || eqFold(name, "listing") {
+					h.preDepth--
+				}
 			}
 			h.emit(raw)
 		case html.CommentToken, html.DoctypeToken:

@@ -88,6 +88,8 @@ func TestRewriteHTMLTable(t *testing.T) {
 		{"title untouched", `<title><img src="/a.png"></title>`, `<title><img src="/a.png"></title>`},
 		{"pre untouched", `<pre><img src="/a.png"><PRE><img src="/b.png"></PRE><img src="/c.png"></pre><img src="/d.png">`,
 			`<pre><img src="/a.png"><PRE><img src="/b.png"></PRE><img src="/c.png"></pre><img src="https://cdn.test/d.png">`},
+		{"listing untouched, and only until its end", `<listing><img src="/a.png"></listing ><img src="/b.png"><pre/><img src="/c.png"></pre	><img src="/d.png">`,
+			`<listing><img src="/a.png"></listing ><img src="https://cdn.test/b.png"><pre/><img src="/c.png"></pre	><img src="https://cdn.test/d.png">`},
 		{"comments untouched", `<!-- <img src="/a.png"> --><!--[if IE]><link rel=stylesheet href="/ie.css"><![endif]--><img src="/b.png">`,
 			`<!-- <img src="/a.png"> --><!--[if IE]><link rel=stylesheet href="/ie.css"><![endif]--><img src="https://cdn.test/b.png">`},
 		{"link rels", `<link rel="icon" href="/favicon.ico"><link rel="Preload" href="/f.woff2" as="font"><link rel="canonical" href="/x.css"><link rel="alternate stylesheet" href="/alt.css">`,
