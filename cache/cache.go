@@ -84,6 +84,7 @@ type Cache struct {
 	// outageStart is when Redis became unusable (unix ns), 0 while healthy.
 	// While it is set, Redis is skipped and writes are remembered in dirty.
 	outageStart   atomic.Int64
+	subLost       atomic.Bool // the subscription broke during this outage
 	dirtyMu       sync.Mutex
 	dirtyKeys     map[string]struct{}
 	dirtyTags     map[string]struct{}
@@ -133,6 +134,7 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 	c.rds = newRedisLayer(cfg.Redis, cfg.Prefix)
 	ps, err := c.subscribe(ctx)
 	if err != nil {
+		c.subLost.Store(true)
 		c.markOutage(err)
 	}
 	c.bg.Go(func() { c.subscriber(bg, ps) })
@@ -515,10 +517,13 @@ func (c *Cache) writeRedis(ctx context.Context, keys, tags []string, op func(con
 	c.dirtyMu.Unlock()
 }
 
-// redisFailed records a failed Redis read. A read cancelled by its caller
-// says nothing about Redis.
+// redisFailed records a failed Redis read as an outage, unless the failure
+// says nothing about Redis being reachable: a read cancelled by its caller,
+// an error reply (WRONGTYPE, LOADING, …) or a record that does not decode.
+// (The layer has counted the error.)
 func (c *Cache) redisFailed(ctx context.Context, err error) {
-	if ctx.Err() != nil {
+	var reply redis.Error
+	if ctx.Err() != nil || errors.Is(err, ErrCorrupt) || errors.As(err, &reply) {
 		return
 	}
 	c.markOutage(err)

@@ -44,17 +44,20 @@
 //
 // # Redis outages
 //
-// When a Redis command fails or the subscription breaks (or an idle
-// subscription does not answer PING within Config.HealthInterval), the
+// When a Redis command cannot reach Redis or the subscription breaks (or an
+// idle subscription does not answer PING within Config.HealthInterval), the
 // cache enters outage mode: it stops calling Redis, serves from memory and
 // the Fetcher, counts the errors in Stats and returns none of them to
 // callers of Get, GetOrFetch, Set, Delete or InvalidateTags. It remembers the
-// keys and tags written meanwhile. The subscriber reconnects with backoff
-// (at most 250 ms between attempts); on reconnection it deletes the
-// remembered keys and tags from Redis and announces them to the other
-// nodes (if more than 100,000 were remembered, it deletes every key under
-// the prefix instead), flushes its own memory layer, which may hold values
-// whose invalidations it missed, and leaves outage mode.
+// keys and tags written meanwhile. (An error reply such as WRONGTYPE, or a
+// record that does not decode, is counted and read as a miss, but is no
+// outage.) The subscriber reconnects with backoff (at most 250 ms between
+// attempts); once Redis answers it deletes the remembered keys and tags from
+// Redis and announces them to the other nodes (if more than 100,000 were
+// remembered, it deletes every key under the prefix instead), flushes its
+// own memory layer if the subscription broke (it may hold values whose
+// invalidations it missed; if only commands failed, no invalidation was
+// missed and the memory layer is kept), and leaves outage mode.
 //
 // Staleness is bounded in the meantime: no node can hear invalidations, so
 // during an outage a memory entry is served only while it is within its TTL

@@ -61,6 +61,7 @@ func (c *Cache) subscriber(ctx context.Context, ps *redis.PubSub) {
 			return
 		}
 		c.rds.errors.Add(1)
+		c.subLost.Store(true) // before the outage: recover must see it
 		c.markOutage(err)
 		t := time.NewTimer(pause)
 		select {
@@ -75,11 +76,19 @@ func (c *Cache) subscriber(ctx context.Context, ps *redis.PubSub) {
 
 // receive handles one live subscription until it fails.
 func (c *Cache) receive(ctx context.Context, ps *redis.PubSub) error {
-	if c.outageStart.Load() != 0 {
+	// Recovery failures leave the subscription up (it may be fine while
+	// commands fail); attempts are spaced so that messages keep flowing.
+	var nextRecovery time.Time
+	tryRecover := func() {
+		if c.outageStart.Load() == 0 || time.Now().Before(nextRecovery) {
+			return
+		}
 		if err := c.recover(ctx); err != nil {
-			return err
+			nextRecovery = time.Now().Add(min(c.cfg.HealthInterval, 250*time.Millisecond))
+			c.cfg.Logger.Debug("cache: recovery failed", "cache", c.cfg.Name, "err", err)
 		}
 	}
+	tryRecover()
 	pinged := false
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, c.cfg.HealthInterval)
@@ -100,11 +109,7 @@ func (c *Cache) receive(ctx context.Context, ps *redis.PubSub) error {
 			c.apply(m.Payload)
 		}
 		// The connection works: if a command failed meanwhile, recover.
-		if c.outageStart.Load() != 0 {
-			if err := c.recover(ctx); err != nil {
-				return err
-			}
-		}
+		tryRecover()
 	}
 }
 
@@ -137,8 +142,10 @@ func (c *Cache) apply(payload string) {
 
 // recover ends an outage: it replays to Redis the keys and tags written
 // during it (deleting them there and telling the other nodes), flushes the
-// memory layer, which may hold values whose invalidations were missed, and
-// resumes using Redis.
+// memory layer if the subscription broke (it may then hold values whose
+// invalidations were missed), and resumes using Redis. An outage that only
+// failed commands, with the subscription intact, missed no invalidation and
+// keeps the memory layer.
 func (c *Cache) recover(ctx context.Context) error {
 	for range 10 {
 		c.dirtyMu.Lock()
@@ -177,16 +184,20 @@ func (c *Cache) recover(ctx context.Context) error {
 			c.dirtyOverflow = false
 		}
 		done := len(c.dirtyKeys) == 0 && len(c.dirtyTags) == 0 && !c.dirtyOverflow
+		flushed := false
 		if done {
-			c.tagSeq.Add(1)
-			c.mem.flush()
+			if c.subLost.Swap(false) {
+				c.tagSeq.Add(1)
+				c.mem.flush()
+				flushed = true
+			}
 			c.outageStart.Store(0)
 		}
 		c.dirtyMu.Unlock()
 		if done {
 			c.recoveries.Add(1)
-			c.cfg.Logger.Info("cache: redis reachable again, memory layer flushed",
-				"cache", c.cfg.Name, "replayed_keys", len(keys), "replayed_tags", len(tags))
+			c.cfg.Logger.Info("cache: redis reachable again", "cache", c.cfg.Name,
+				"memory_flushed", flushed, "replayed_keys", len(keys), "replayed_tags", len(tags))
 			return nil
 		}
 	}

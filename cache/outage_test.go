@@ -2,10 +2,13 @@ package cache
 
 import (
 	"context"
+	"errors"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/scaleout/scaleout/internal/testenv"
 )
 
@@ -175,5 +178,102 @@ func TestPartitionReplaysWrites(t *testing.T) {
 	}
 	if it, ok := b.Get(ctx, "rewritten"); ok {
 		t.Fatalf("B reads %q for a key rewritten during the partition", it.Value)
+	}
+}
+
+// failingHook makes the client's commands (not its pub/sub connection) fail
+// while on is set, like a flaky network between the app and Redis.
+type failingHook struct{ on atomic.Bool }
+
+var errInjected = &net.OpError{Op: "read", Net: "tcp", Err: errors.New("injected failure")}
+
+func (h *failingHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *failingHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.on.Load() {
+			cmd.SetErr(errInjected)
+			return errInjected
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *failingHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if h.on.Load() {
+			for _, cmd := range cmds {
+				cmd.SetErr(errInjected)
+			}
+			return errInjected
+		}
+		return next(ctx, cmds)
+	}
+}
+
+// TestCommandFailuresKeepMemory: when commands fail but the subscription
+// stays up, no invalidation was missed, so the recovery replays the writes
+// without flushing the memory layer.
+func TestCommandFailuresKeepMemory(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prefix := uniquePrefix(t)
+	hook := &failingHook{}
+	rc := newClient(t, sharedRedis)
+	rc.AddHook(hook)
+	c := newTestCache(t, Config{Redis: rc, Prefix: prefix, HealthInterval: 100 * time.Millisecond})
+	direct := newClient(t, sharedRedis)
+
+	mustSet(t, c, "kept", Item{Value: []byte("v"), TTL: time.Minute})
+	mustSet(t, c, "rewritten", Item{Value: []byte("v1"), TTL: time.Minute})
+	hook.on.Store(true)
+	mustSet(t, c, "rewritten", Item{Value: []byte("v2"), TTL: time.Minute})
+	if s := c.Stats(); !s.Degraded {
+		t.Fatal("a failed write did not start an outage")
+	}
+	if it, ok := c.Get(ctx, "kept"); !ok || string(it.Value) != "v" {
+		t.Fatalf("Get(kept) = %q, %v during the outage", it.Value, ok)
+	}
+	// Several health checks pass and recovery attempts fail meanwhile.
+	time.Sleep(300 * time.Millisecond)
+	if !c.Stats().Degraded {
+		t.Fatal("recovered while commands still fail")
+	}
+	hook.on.Store(false)
+	waitFor(t, 5*time.Second, "the recovery", func() bool { return !c.Stats().Degraded })
+	if !c.mem.peek("kept") {
+		t.Fatal("recovery flushed the memory layer though the subscription never broke")
+	}
+	if n, _ := direct.Exists(ctx, prefix+"v:rewritten").Result(); n != 0 {
+		t.Fatal("the value overwritten during the outage is still in redis")
+	}
+}
+
+// TestCorruptRecord: a value in Redis that the cache cannot decode reads as
+// a miss, is counted, does not start an outage, and is replaced by a fill.
+func TestCorruptRecord(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prefix := uniquePrefix(t)
+	rc := newClient(t, sharedRedis)
+	c := newTestCache(t, Config{Redis: rc, Prefix: prefix})
+	if err := rc.Set(ctx, prefix+"v:bad", "garbage", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if it, ok := c.Get(ctx, "bad"); ok {
+		t.Fatalf("Get of a corrupt record = %q", it.Value)
+	}
+	if s := c.Stats(); s.Degraded || s.Redis.Errors == 0 {
+		t.Fatalf("after a corrupt record: degraded %v, redis errors %d", s.Degraded, s.Redis.Errors)
+	}
+	it, err := c.GetOrFetch(ctx, "bad", FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+		return Item{Value: []byte("good")}, nil
+	}))
+	if err != nil || string(it.Value) != "good" {
+		t.Fatalf("GetOrFetch = %q, %v", it.Value, err)
+	}
+	b, _ := rc.Get(ctx, prefix+"v:bad").Bytes()
+	if v, _, err := decodeRecord(b); err != nil || string(v) != "good" {
+		t.Fatalf("redis holds %q (%v) after the fill", b, err)
 	}
 }

@@ -68,7 +68,10 @@ func (r *redisLayer) get(ctx context.Context, key string, noExpiryTTL time.Durat
 	}
 	value, tags, err = decodeRecord(b)
 	if err != nil {
+		// Not ours (or from an incompatible version): drop it, so that a
+		// fill (SET NX) can replace it.
 		r.errors.Add(1)
+		_ = r.client.Unlink(ctx, vk).Err()
 		return nil, nil, 0, false, fmt.Errorf("cache: redis get %q: %w", key, err)
 	}
 	r.hits.Add(1)
