@@ -31,7 +31,11 @@ type Item struct {
 }
 
 // Fetcher loads a value that is not in the cache (from the database, an
-// upstream service, …) for GetOrFetch.
+// upstream service, …) for GetOrFetch. Its ctx is cancelled when every
+// caller waiting for the value has given up, or when the cache closes. The
+// cache keeps the returned Value and Tags without copying them: do not
+// modify them afterwards. An error is returned to the callers and nothing
+// is cached.
 type Fetcher interface {
 	Fetch(ctx context.Context, key string) (Item, error)
 }
