@@ -1,6 +1,7 @@
 package cdn
 
 import (
+	"bufio"
 	"bytes"
 	"io"
 	"net/url"
@@ -48,19 +49,38 @@ func (r *Rewriter) newCSSScanner(out io.Writer, rs *resolver) *cssScanner {
 	return &cssScanner{rs: rs, out: out, maxURL: r.maxURL}
 }
 
-// cssWriter is a cssScanner over a whole text/css body.
+// cssWriter is a cssScanner over a whole text/css body. Its output is
+// buffered within one Write call and flushed at its end, so that what came
+// in goes out (but for a URL in progress) without many small writes.
 type cssWriter struct {
 	*cssScanner
+	bw *bufio.Writer
 }
 
 func (r *Rewriter) newCSSWriter(dst io.Writer, page *url.URL) *cssWriter {
 	rs := r.newResolver(page)
-	return &cssWriter{r.newCSSScanner(dst, rs)}
+	bw := bufio.NewWriterSize(dst, 16<<10)
+	return &cssWriter{r.newCSSScanner(bw, rs), bw}
+}
+
+// Write scans p and flushes the output.
+func (w *cssWriter) Write(p []byte) (int, error) {
+	n, err := w.cssScanner.Write(p)
+	if err == nil {
+		if err = w.bw.Flush(); err != nil {
+			w.err = err
+			n = 0
+		}
+	}
+	return n, err
 }
 
 // Close flushes what the scanner holds.
 func (w *cssWriter) Close() error {
 	w.finish()
+	if err := w.bw.Flush(); w.err == nil {
+		w.err = err
+	}
 	w.res.References = w.rs.n
 	return w.err
 }

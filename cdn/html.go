@@ -56,7 +56,11 @@ func rawTextName(name []byte) string {
 }
 
 func (r *Rewriter) rewriteHTML(dst io.Writer, src io.Reader, page *url.URL) (Result, error) {
-	h := &htmlRewriter{r: r, rs: r.newResolver(page), out: bufio.NewWriterSize(dst, 32<<10), src: src}
+	h := &htmlRewriter{r: r, rs: r.newResolver(page), out: bufio.NewWriterSize(dst, 32<<10)}
+	// Flush what is rewritten whenever the tokenizer needs more input, so
+	// that a page streams through (the browser sees the <head> early)
+	// instead of waiting for 32 KiB or the end.
+	src = &flushingReader{r: src, w: h.out}
 	h.reset(src, "")
 	err := h.run()
 	if ferr := h.out.Flush(); h.err == nil {
@@ -432,4 +436,19 @@ func trimURLSpace(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
+}
+
+// flushingReader flushes w before each read from r.
+type flushingReader struct {
+	r io.Reader
+	w *bufio.Writer
+}
+
+func (f *flushingReader) Read(p []byte) (int, error) {
+	if f.w.Buffered() > 0 {
+		if err := f.w.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	return f.r.Read(p)
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestOversizedTokens checks that tokens longer than MaxTokenSize are copied
@@ -221,5 +223,53 @@ func TestLargePageBoundedMemory(t *testing.T) {
 	t.Logf("50 MB page: %d references, %d oversized tokens, peak heap growth %.1f MiB", res.References, res.Oversized, float64(grew)/(1<<20))
 	if grew > 16<<20 {
 		t.Errorf("heap grew by %d MiB while streaming a 50 MiB page; want bounded (< 16 MiB)", grew>>20)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestWriterStreams checks that what has been pushed is rewritten and passed
+// on before the body ends: the browser must get the <head> (and start
+// fetching stylesheets) while the app is still producing the page.
+func TestWriterStreams(t *testing.T) {
+	t.Parallel()
+	r := testRewriter(t, nil)
+	for _, tc := range []struct{ ct, head, want, tail string }{
+		{"text/html", `<html><head><link rel=stylesheet href=/a.css></head><body>`, `<link rel=stylesheet href=https://cdn.test/a.css></head><body>`, `<p>rest</p></body></html>`},
+		{"text/css", `a{b:url(/a.png)} `, `a{b:url(https://cdn.test/a.png)} `, `c{d:url(/e.png)}`},
+	} {
+		var dst lockedBuffer
+		w := r.NewWriter(&dst, mustURL(t, "https://www.example.test/"), tc.ct)
+		if _, err := io.WriteString(w, tc.head); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.HasSuffix(dst.String(), tc.want) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := dst.String(); !strings.HasSuffix(got, tc.want) {
+			t.Errorf("%s: after the first chunk the destination has %q; want it to end with %q", tc.ct, got, tc.want)
+		}
+		if _, err := io.WriteString(w, tc.tail); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
