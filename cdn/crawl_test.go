@@ -20,7 +20,7 @@ import (
 // docSite is a real multi-page site that this project did not write: the
 // HTML manual of the valgrind Debian package (40 pages, a stylesheet and
 // images with relative references), which the Go machine images install.
-// .ci/run installs valgrind if it is missing.
+// Elsewhere: apt-get install valgrind.
 const docSite = "/usr/share/doc/valgrind/html"
 
 func needDocSite(t *testing.T) []string {

@@ -26,13 +26,17 @@
 // version parameter from a [Versioner].
 //
 // What is rewritten in HTML: src (not of <iframe>/<frame>), srcset (every
-// candidate, descriptors kept), data-src, data-srcset, poster, the href of
+// candidate, descriptors kept), data-src, data-srcset, poster, background,
+// the href (and imagesrcset) of
 // <link rel=stylesheet|preload|modulepreload|prefetch|icon|apple-touch-icon|
 // mask-icon>, href and xlink:href of SVG <image> and <use>, the content of
 // <meta property=og:image> (and twitter:image), style attributes, <style>
 // blocks and <noscript> content. Nothing inside <script>, <textarea>,
-// <title>, comments or <pre> is touched, nor <a href> links. In CSS: url()
-// and @import "..." / @import url(...).
+// <title>, comments or <pre> is touched, nor <a href> links, nor a tag with
+// an integrity attribute but no crossorigin attribute (subresource integrity
+// fails on a cross-origin fetch without CORS). In CSS: url() and
+// @import "..." / @import url(...); plain strings in image-set() are not
+// rewritten.
 //
 // # In a proxy
 //

@@ -214,7 +214,7 @@ const (
 )
 
 // linkRels are the <link rel> values whose href is an offloadable asset.
-var linkRels = [...]string{"stylesheet", "preload", "modulepreload", "prefetch", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon"}
+var linkRels = [...]string{"stylesheet", "preload", "modulepreload", "prefetch", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "apple-touch-startup-image", "mask-icon"}
 
 // metaImages are the <meta property|name> values whose content is an image.
 var metaImages = [...]string{"og:image", "og:image:url", "og:image:secure_url", "twitter:image", "twitter:image:src"}
@@ -289,6 +289,9 @@ func (h *htmlRewriter) tagPatches(name, raw []byte, attrs []attrSpan) {
 				kind = attrSrcset
 			}
 		case eqFold(k, "poster"):
+			kind = attrURL
+		case eqFold(k, "background"):
+			// The legacy background image of <body>, <table>, <td>, <th>.
 			kind = attrURL
 		case eqFold(k, "href"):
 			if isBase {

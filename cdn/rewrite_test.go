@@ -119,6 +119,7 @@ func TestRewriteHTMLTable(t *testing.T) {
 		{"preload imagesrcset", `<link rel=preload as=image href="/a.png" imagesrcset="/a.png 1x, /a2.png 2x">`,
 			`<link rel=preload as=image href="https://cdn.test/a.png" imagesrcset="https://cdn.test/a.png 1x, https://cdn.test/a2.png 2x">`},
 		{"non-ASCII space kept", "<img src=\"\u00a0/a.png\">", "<img src=\"https://cdn.test/dir/%C2%A0/a.png\">"},
+		{"legacy background attribute", `<body background="/bg.gif"><td BACKGROUND=cell.png>`, `<body background="https://cdn.test/bg.gif"><td BACKGROUND=https://cdn.test/dir/cell.png>`},
 		{"iframe src untouched", `<iframe src="/static/w.html"></iframe>`, `<iframe src="/static/w.html"></iframe>`},
 		{"lazy-load data attributes", `<img data-src="/a.png" data-srcset="/b.png 2x">`, `<img data-src="https://cdn.test/a.png" data-srcset="https://cdn.test/b.png 2x">`},
 		{"newline inside tag", "<img\nsrc=\"/a.png\"\n\talt=\"x\">", "<img\nsrc=\"https://cdn.test/a.png\"\n\talt=\"x\">"},
