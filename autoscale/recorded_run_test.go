@@ -76,7 +76,7 @@ func recordedRun(t *testing.T, mode string, w *csv.Writer) {
 	}
 	cfg := Config{
 		Min: 2, Max: 6, Metric: MetricInflight, Target: 3,
-		Interval: time.Second, ScaleUp: ScaleUpPolicy{Period: 5 * time.Second},
+		Interval: time.Second, ScaleUp: ScaleUpPolicy{Period: 5 * time.Second, Window: 3 * time.Second},
 		ScaleDownWindow: 15 * time.Second, Logger: quietLogger(),
 	}
 	if mode == "fixed" {

@@ -20,7 +20,7 @@ plot dir.'run.csv' using (strcol(1) eq 'autoscale' ? $2 : 1/0):4 with steps lw 2
 set title 'instances (ready)'
 set ylabel 'instances'
 set yrange [0:7]
-plot dir.'run.csv' using (strcol(1) eq 'autoscale' ? $2 : 1/0):8 with steps lw 2 lc rgb '#1f77b4' title 'autoscaled (min 2, max 6, inflight target 3)', \
+plot dir.'run.csv' using (strcol(1) eq 'autoscale' ? $2 : 1/0):8 with steps lw 2 lc rgb '#1f77b4' title 'autoscaled (min 2, max 6, inflight target 3/instance, scale-up window 3 s, scale-down window 15 s)', \
      ''            using (strcol(1) eq 'fixed' ? $2 : 1/0):8 with steps lw 2 lc rgb '#d62728' title 'fixed 2'
 
 set title 'p99 latency of the requests completed in each second'
