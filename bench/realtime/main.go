@@ -331,9 +331,9 @@ func startCentrifugo(bin, redisAddr string) (*target, error) {
 			}},
 			"http_api": map[string]any{"key": "benchkey"},
 			"engine": map[string]any{"type": "redis", "redis": map[string]any{
-				"address": "redis://" + redisAddr, "prefix": "cfbench",
+				"address": []string{"redis://" + redisAddr}, "prefix": "cfbench",
 			}},
-			"http_server": map[string]any{"address": "127.0.0.1", "port": strconv.Itoa(port)},
+			"http_server": map[string]any{"address": "127.0.0.1", "port": port},
 			"log":         map[string]any{"level": "error"},
 		}
 		b, _ := json.Marshal(cfg)
