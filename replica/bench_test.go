@@ -2,7 +2,9 @@ package replica
 
 import (
 	"context"
+	"runtime"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -40,6 +42,7 @@ func BenchmarkRoutingDecision(b *testing.B) {
 		b.Run(tc.name, func(b *testing.B) {
 			c := newCluster(tc.balance)
 			b.ReportAllocs()
+			cpu0 := cpuNow(syscall.RUSAGE_SELF)
 			for b.Loop() {
 				var n *node
 				var err error
@@ -52,6 +55,7 @@ func BenchmarkRoutingDecision(b *testing.B) {
 					b.Fatal(n, err)
 				}
 			}
+			b.ReportMetric(float64(cpuNow(syscall.RUSAGE_SELF)-cpu0)/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -99,12 +103,14 @@ func BenchmarkPointQuery(b *testing.B) {
 	run := func(b *testing.B, q func(id int) error) {
 		b.ReportAllocs()
 		i := 0
+		cpu0 := cpuNow(syscall.RUSAGE_SELF)
 		for b.Loop() {
 			i++
 			if err := q(i%1000 + 1); err != nil {
 				b.Fatal(err)
 			}
 		}
+		b.ReportMetric(float64(cpuNow(syscall.RUSAGE_SELF)-cpu0)/float64(b.N), "client-cpu-ns/op")
 	}
 	var v string
 	const sql = "select v from kv where id = $1"
@@ -140,37 +146,42 @@ func BenchmarkRoutingOverhead(b *testing.B) {
 	plain := make([]int64, 0, maxSamples)
 	routed := make([]int64, 0, maxSamples)
 	diff := make([]int64, 0, maxSamples)
-	viaPool := func(id int) time.Duration {
-		t0 := time.Now()
-		if err := pool.QueryRow(ctx, sql, id).Scan(&v); err != nil {
+	plainCPU := make([]int64, 0, maxSamples)
+	routedCPU := make([]int64, 0, maxSamples)
+	diffCPU := make([]int64, 0, maxSamples)
+	// The thread's CPU time counts this goroutine's work only.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	timed := func(q func() error) (wall, cpu time.Duration) {
+		t0, c0 := time.Now(), cpuNow(rusageThread)
+		if err := q(); err != nil {
 			b.Fatal(err)
 		}
-		return time.Since(t0)
+		return time.Since(t0), cpuNow(rusageThread) - c0
 	}
-	viaReplica := func(id int) time.Duration {
-		t0 := time.Now()
-		if err := c.QueryRow(ctx, sql, id).Scan(&v); err != nil {
-			b.Fatal(err)
-		}
-		return time.Since(t0)
-	}
+	var id int
+	viaPool := func() error { return pool.QueryRow(ctx, sql, id).Scan(&v) }
+	viaReplica := func() error { return c.QueryRow(ctx, sql, id).Scan(&v) }
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
 		i++
-		id := i%1000 + 1
-		var p, r time.Duration
+		id = i%1000 + 1
+		var p, r, pc, rc time.Duration
 		if i%2 == 0 {
-			p = viaPool(id)
-			r = viaReplica(id)
+			p, pc = timed(viaPool)
+			r, rc = timed(viaReplica)
 		} else {
-			r = viaReplica(id)
-			p = viaPool(id)
+			r, rc = timed(viaReplica)
+			p, pc = timed(viaPool)
 		}
 		if len(diff) < maxSamples {
 			plain = append(plain, int64(p))
 			routed = append(routed, int64(r))
 			diff = append(diff, int64(r-p))
+			plainCPU = append(plainCPU, int64(pc))
+			routedCPU = append(routedCPU, int64(rc))
+			diffCPU = append(diffCPU, int64(rc-pc))
 		}
 	}
 	mp, mr, md := median(plain), median(routed), median(diff)
@@ -178,6 +189,25 @@ func BenchmarkRoutingOverhead(b *testing.B) {
 	b.ReportMetric(mr, "replica-median-ns/query")
 	b.ReportMetric(md, "overhead-median-ns/query")
 	b.ReportMetric(100*md/mp, "overhead-%")
+	mpc, mrc := mean(plainCPU), mean(routedCPU)
+	b.ReportMetric(mpc, "pgxpool-cpu-ns/query")
+	b.ReportMetric(mrc, "replica-cpu-ns/query")
+	b.ReportMetric(mrc-mpc, "overhead-cpu-ns/query")
+}
+
+// rusageThread is RUSAGE_THREAD: the calling thread's CPU time.
+const rusageThread = 1
+
+// cpuNow returns the CPU time (user + system) used so far by the process,
+// or by the calling thread with who = rusageThread. On a shared machine,
+// wall time per operation mostly measures the wait for a core; CPU time
+// measures the work.
+func cpuNow(who int) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(who, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func median(xs []int64) float64 {
@@ -187,4 +217,15 @@ func median(xs []int64) float64 {
 	s := slices.Clone(xs)
 	slices.Sort(s)
 	return float64(s[len(s)/2])
+}
+
+func mean(xs []int64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	var sum float64
+	for _, x := range xs {
+		sum += float64(x)
+	}
+	return sum / float64(len(xs))
 }
