@@ -49,9 +49,10 @@
 //
 //  1. on the source shard a BEFORE trigger on every registered table
 //     (installed by Run) logs the keys written to a bucket whose fence is
-//     "moving" in scaleout_shard_changes; setting the fence first takes a
-//     SHARE ROW EXCLUSIVE lock on the tables, which waits for in-flight
-//     writers, so no write that missed the fence can commit afterwards;
+//     "moving" in scaleout_shard_changes; after setting a fence, Run waits
+//     for the transactions that had written to the tables before it (their
+//     RowExclusiveLock in pg_locks) to end, so no write that missed the
+//     fence can commit afterwards; new writers are never blocked;
 //  2. the bucket's rows are copied (COPY out of the source piped into
 //     COPY into the target);
 //  3. catch-up passes re-copy the logged keys (delete on the target, copy

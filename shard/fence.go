@@ -2,13 +2,10 @@ package shard
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/scaleout/scaleout/replica"
 )
 
@@ -103,40 +100,60 @@ func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tab
 	return tx.Commit(ctx)
 }
 
-// setFence sets bucket's fence state on a shard. With lock, it first
-// takes SHARE ROW EXCLUSIVE locks on every table, which waits for every
-// transaction that has written to them to end: afterwards no write that
-// ran before the fence (and so did not see it) can still commit. New
-// writers queue behind the lock for that short wait and then see the
-// fence (under READ COMMITTED). A lock not granted within lockTimeout is
-// retried a few times.
-func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table, bucket int, state string, lock bool, lockTimeout time.Duration) error {
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
-			if lock && len(tables) > 0 {
-				names := make([]string, len(tables))
-				for i, t := range tables {
-					names[i] = ident(t.Name)
-				}
-				if _, err := tx.Exec(ctx, fmt.Sprintf("SET LOCAL lock_timeout = %d", lockTimeout.Milliseconds())); err != nil {
-					return err
-				}
-				if _, err := tx.Exec(ctx, "LOCK TABLE "+strings.Join(names, ", ")+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-					return err
-				}
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO scaleout_shard_fence (keyspace, bucket, state) VALUES ($1, $2, $3)
-				ON CONFLICT (keyspace, bucket) DO UPDATE SET state = excluded.state`, keyspace, bucket, state)
-			return err
-		})
-		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55P03" {
+// setFence sets bucket's fence state on a shard. With wait, it then
+// waits for every transaction that had written to the tables before the
+// fence committed (holding their RowExclusiveLock, as pg_locks shows) to
+// end: afterwards no write that ran before the fence, and so did not see
+// it, can still commit, and every later write sees it (under READ
+// COMMITTED, each statement of the trigger takes a new snapshot). New
+// writers are never blocked, and nothing conflicts with autovacuum. The
+// wait is bounded by waitTimeout.
+func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table, bucket int, state string, wait bool, waitTimeout time.Duration) error {
+	if _, err := db.Exec(ctx, `INSERT INTO scaleout_shard_fence (keyspace, bucket, state) VALUES ($1, $2, $3)
+		ON CONFLICT (keyspace, bucket) DO UPDATE SET state = excluded.state`, keyspace, bucket, state); err != nil {
+		return fmt.Errorf("setting bucket %d %s: %w", bucket, state, err)
+	}
+	if !wait || len(tables) == 0 {
+		return nil
+	}
+	names := make([]string, len(tables))
+	for i, t := range tables {
+		names[i] = t.Name
+	}
+	ctx = replica.Primary(ctx)
+	rows, err := db.Query(ctx, `SELECT DISTINCT l.virtualtransaction FROM pg_locks l
+		WHERE l.locktype = 'relation' AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND l.relation = ANY (SELECT to_regclass(n)::oid FROM unnest($1::text[]) AS n)
+		AND l.mode = 'RowExclusiveLock' AND l.granted AND l.pid <> pg_backend_pid()`, names)
+	if err != nil {
+		return fmt.Errorf("listing in-flight writers: %w", err)
+	}
+	vxids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("listing in-flight writers: %w", err)
+	}
+	deadline := time.Now().Add(waitTimeout)
+	for len(vxids) > 0 {
+		var left []string
+		rows, err := db.Query(ctx, `SELECT virtualxid FROM pg_locks WHERE locktype = 'virtualxid' AND virtualxid = ANY($1)`, vxids)
+		if err == nil {
+			left, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			return fmt.Errorf("waiting for in-flight writers: %w", err)
+		}
+		if len(left) == 0 {
 			break
 		}
-	}
-	if err != nil {
-		return fmt.Errorf("setting bucket %d %s: %w", bucket, state, err)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("setting bucket %d %s: %d transactions that wrote before the fence still running after %s (%v)", bucket, state, len(left), waitTimeout, left)
+		}
+		vxids = left
+		select {
+		case <-time.After(2 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }

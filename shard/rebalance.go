@@ -122,9 +122,10 @@ type RebalanceConfig struct {
 	// Cluster is the template of each shard's replica.Config (Nodes are
 	// the shard's). By default, replica's defaults.
 	Cluster replica.Config
-	// LockTimeout bounds each wait for in-flight writes to a shard's
-	// tables when a bucket's fence changes (retried 5 times). By default, 2s.
-	LockTimeout time.Duration
+	// WriterWait bounds the wait, after a bucket's fence changes on a
+	// shard, for transactions that wrote to its tables before to end; a
+	// longer one fails the move (rolled back). By default, 10s.
+	WriterWait time.Duration
 	// CatchUpPasses is how many passes over the change log may run before
 	// a bucket's writes are held for the cutover, stopping early when a
 	// pass finds fewer than 32 changes. By default, 8.
@@ -181,8 +182,8 @@ type Rebalancer struct {
 
 // NewRebalancer returns a Rebalancer over the metadata store.
 func NewRebalancer(store *Store, cfg RebalanceConfig) *Rebalancer {
-	if cfg.LockTimeout <= 0 {
-		cfg.LockTimeout = 2 * time.Second
+	if cfg.WriterWait <= 0 {
+		cfg.WriterWait = 10 * time.Second
 	}
 	if cfg.CatchUpPasses <= 0 {
 		cfg.CatchUpPasses = 8
@@ -576,7 +577,7 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 	if _, err := deleteBucket(ctx, dst, r.tables, mv.Bucket); err != nil {
 		return err
 	}
-	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceMoving, true, r.rb.cfg.LockTimeout); err != nil {
+	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceMoving, true, r.rb.cfg.WriterWait); err != nil {
 		return err
 	}
 	for _, t := range r.tables {
@@ -608,7 +609,7 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 	if r.rb.cfg.Settle > 0 {
 		time.Sleep(r.rb.cfg.Settle)
 	}
-	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceFrozen, true, r.rb.cfg.LockTimeout); err != nil {
+	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceFrozen, true, r.rb.cfg.WriterWait); err != nil {
 		return err
 	}
 	for {
