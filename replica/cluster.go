@@ -486,24 +486,26 @@ func (c *Cluster) Read(ctx context.Context) (*pgxpool.Conn, error) {
 // context from Primary, goes to the primary. A read that fails before its
 // first row because its node went away (or was cancelled by a replica's
 // recovery conflict) is retried once on another node, transparently.
+// If there is an error, the returned rows hold it too, as in pgx, so that
+// rows, _ := c.Query(…); pgx.CollectRows(rows, …) reports it.
 func (c *Cluster) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
 	r := &rows{c: c, ctx: ctx, sql: sql, args: args}
 	if isPrimary(ctx) || !c.stmts.readOnly(sql) {
 		n, conn, err := c.acquireWrite(ctx)
 		if err != nil {
-			return nil, err
+			return errRows{err}, err
 		}
 		r.n, r.conn = n, conn
 		r.Rows, err = conn.Query(ctx, sql, args...)
 		if err != nil {
 			r.finish(err)
-			return nil, err
+			return errRows{err}, err
 		}
 		return r, nil
 	}
 	r.read = true
 	if err := r.start(nil); err != nil {
-		return nil, err
+		return errRows{err}, err
 	}
 	return r, nil
 }

@@ -138,6 +138,17 @@ func TestRolesAndRouting(t *testing.T) {
 		if err == nil {
 			t.Fatal("bad query: no error")
 		}
+		// pgx style: the error is in the rows too.
+		rows, _ = c.Query(ctx, "select nosuchcolumn")
+		if _, err := pgx.CollectRows(rows, pgx.RowTo[int]); err == nil {
+			t.Fatal("CollectRows over a bad query: no error")
+		}
+		closed := open(t, Config{Nodes: pg.DSNs()})
+		closed.Close()
+		rows, err = closed.Query(ctx, "select 1")
+		if !errors.Is(err, ErrClosed) || !errors.Is(rows.Err(), ErrClosed) {
+			t.Fatalf("Query after Close: %v / %v, want ErrClosed in both", err, rows.Err())
+		}
 		if !nodeStatus(t, c, r1).Healthy || !nodeStatus(t, c, r2).Healthy {
 			t.Fatal("a query error took a healthy replica out of rotation")
 		}

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -140,3 +142,21 @@ func (r *rows) finish(err error) {
 	r.release()
 	r.c.observe(r.ctx, r.n, err)
 }
+
+// errRows is the pgx.Rows returned with an error, so that callers who
+// ignore Query's error (as pgx allows, e.g. for pgx.CollectRows) get the
+// error from the rows instead of a nil pointer.
+type errRows struct{ err error }
+
+func (e errRows) Close()                                       {}
+func (e errRows) Err() error                                   { return e.err }
+func (e errRows) CommandTag() pgconn.CommandTag                { return pgconn.CommandTag{} }
+func (e errRows) FieldDescriptions() []pgconn.FieldDescription { return nil }
+func (e errRows) Next() bool                                   { return false }
+func (e errRows) Scan(...any) error                            { return e.err }
+func (e errRows) Values() ([]any, error)                       { return nil, e.err }
+func (e errRows) RawValues() [][]byte                          { return nil }
+func (e errRows) Conn() *pgx.Conn                              { return nil }
+func (e errRows) TypeMap() *pgtype.Map                         { return nil }
+
+var _ pgx.Rows = errRows{}
