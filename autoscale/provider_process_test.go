@@ -399,7 +399,7 @@ func TestProcessBacksOffAFailingCommand(t *testing.T) {
 			t.Parallel()
 			cfg := tt.cfg
 			cfg.BackoffMin, cfg.BackoffMax = 100*time.Millisecond, 400*time.Millisecond
-			cfg.StopGrace = 500 * time.Millisecond
+			cfg.StopGrace = 2 * time.Second
 			cfg.Stderr = nil
 			pool := testPool(t)
 			p, err := NewProcess("app", pool, cfg)
@@ -407,24 +407,48 @@ func TestProcessBacksOffAFailingCommand(t *testing.T) {
 				t.Fatal(err)
 			}
 			p.Scale(2)
-			events, stop := runProvider(t, p)
-			time.Sleep(3 * time.Second)
+			var mu sync.Mutex
+			var evs []Event
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				_ = p.Run(ctx, func(e Event) {
+					e.Time = time.Now()
+					mu.Lock()
+					evs = append(evs, e)
+					mu.Unlock()
+				})
+			}()
 			var pids pidWatch
-			pids.see(p.Instances())
-			stop()
-			evs := events()
-			// Waits of 100, 200, 400, 400… ms between probes, one at a
-			// time: in 3 s, some failures but no tight loop.
-			if len(evs) < 3 || len(evs) > 14 {
-				t.Fatalf("%d failure events in 3 s: want a few, backed off", len(evs))
-			}
+			waitUntil(t, "5 failures", 30*time.Second, func() bool {
+				pids.see(p.Instances())
+				mu.Lock()
+				defer mu.Unlock()
+				return len(evs) >= 5
+			})
+			cancel()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			// The first 2 start together; after the first failure, one
+			// probe at a time, each after the backoff of the failure before
+			// it: 100 ms, doubling, capped at 400 ms. Never a tight loop,
+			// however fast the command fails.
+			wantRetry := []string{"100ms", "200ms", "400ms", "400ms"}
 			for i, e := range evs {
 				if e.Type != EventStartFailed || !strings.Contains(e.Error, tt.wantErr) {
 					t.Fatalf("event %d: %+v: want start_failed with %q", i, e, tt.wantErr)
 				}
-			}
-			if evs[0].RetryIn != "100ms" || evs[len(evs)-1].RetryIn != "400ms" {
-				t.Fatalf("retry_in from %s to %s, want 100ms growing to 400ms", evs[0].RetryIn, evs[len(evs)-1].RetryIn)
+				if i < len(wantRetry) && e.RetryIn != wantRetry[i] {
+					t.Fatalf("event %d: retry in %s, want %s", i, e.RetryIn, wantRetry[i])
+				}
+				if i >= 2 {
+					wait, _ := time.ParseDuration(evs[i-1].RetryIn)
+					if gap := e.Time.Sub(evs[i-1].Time); gap < wait {
+						t.Fatalf("failure %d came %v after the previous one, before its %v backoff", i, gap, wait)
+					}
+				}
 			}
 			b := p.Backoff()
 			if b.ConsecutiveFailures != len(evs) || !strings.Contains(b.LastError, tt.wantErr) {
