@@ -210,8 +210,7 @@ func (c *Cache) redisUsable() bool { return c.rds != nil && c.outageStart.Load()
 // from Redis (then keeping it in memory for its remaining TTL). Redis errors
 // are counted in Stats, not returned: they read as a miss.
 func (c *Cache) Get(ctx context.Context, key string) (Item, bool) {
-	now := c.nowNano()
-	if e, ok := c.mem.get(key, now, c.outageStart.Load(), c.cfg.OutageMaxStale); ok {
+	if e, now, ok := c.mem.get(key, c.outageStart.Load(), c.cfg.OutageMaxStale); ok {
 		return Item{Value: e.value, TTL: time.Duration(e.expiresAt - now), Tags: e.tags}, true
 	}
 	if !c.redisUsable() {
@@ -353,8 +352,7 @@ func (c *Cache) GetOrFetch(ctx context.Context, key string, fetch Fetcher) (Item
 	if key == "" {
 		return Item{}, ErrInvalidKey
 	}
-	now := c.nowNano()
-	if e, ok := c.mem.get(key, now, c.outageStart.Load(), c.cfg.OutageMaxStale); ok {
+	if e, now, ok := c.mem.get(key, c.outageStart.Load(), c.cfg.OutageMaxStale); ok {
 		return Item{Value: e.value, TTL: time.Duration(e.expiresAt - now), Tags: e.tags}, nil
 	}
 	it, err, joined := c.flight.do(ctx, key, func(ctx context.Context) (Item, error) {

@@ -92,17 +92,21 @@ func (m *memory) onDeletion(ev otter.DeletionEvent[string, *memEntry]) {
 	m.tagsMu.Unlock()
 }
 
-// get returns the live entry for key. An entry is live until its expiry; if
-// outageStart is not zero, also only until maxStale after the later of its
-// store time and outageStart.
-func (m *memory) get(key string, now, outageStart int64, maxStale time.Duration) (*memEntry, bool) {
-	e, ok := m.c.GetIfPresent(key)
-	if ok && e.expiresAt > now && (outageStart == 0 || now-max(e.storedAt, outageStart) <= int64(maxStale)) {
-		m.hits.Add(1)
-		return e, true
+// get returns the live entry for key and the time of the lookup (unix ns,
+// read once, by otter, for both its expiry check and ours). An entry is live
+// until its expiry; if outageStart is not zero, also only until maxStale
+// after the later of its store time and outageStart.
+func (m *memory) get(key string, outageStart int64, maxStale time.Duration) (*memEntry, int64, bool) {
+	oe, ok := m.c.GetEntry(key)
+	if ok {
+		e, now := oe.Value, oe.SnapshotAtNano
+		if e.expiresAt > now && (outageStart == 0 || now-max(e.storedAt, outageStart) <= int64(maxStale)) {
+			m.hits.Add(1)
+			return e, now, true
+		}
 	}
 	m.misses.Add(1)
-	return nil, false
+	return nil, 0, false
 }
 
 // peek reports whether key has an unexpired entry, without counting.
