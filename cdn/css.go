@@ -43,6 +43,9 @@ type cssScanner struct {
 	im        int  // bytes of "@import" matched
 	hold      []byte
 	skip      bool // current URL is too long: copied through, not rewritten
+	depth     int  // open parentheses
+	setDepth  int  // depth inside an image-set(), whose strings are URLs; 0: none
+	tail      []byte
 }
 
 func (r *Rewriter) newCSSScanner(out io.Writer, rs *resolver) *cssScanner {
@@ -94,7 +97,7 @@ func (s *cssScanner) emit(b []byte) {
 
 // cssSpecial marks the bytes that may change the scanner's state outside
 // strings and comments.
-var cssSpecial = [256]bool{'u': true, 'U': true, '@': true, '/': true, '"': true, '\'': true, '\\': true}
+var cssSpecial = [256]bool{'u': true, 'U': true, '@': true, '/': true, '"': true, '\'': true, '\\': true, '(': true, ')': true}
 
 func isIdentByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80
@@ -173,6 +176,7 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 					s.um = 0
 					s.prevIdent = false
 					s.st = cssURLPre
+					s.depth++
 					continue
 				}
 				s.um = 0
@@ -190,7 +194,23 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 				s.st = cssSlash
 				s.prevIdent = false
 			case '"', '\'':
+				s.prevIdent = false
+				if s.setDepth > 0 && s.depth == s.setDepth {
+					// A URL string of image-set().
+					s.emit(p[start : i+1])
+					start = i + 1
+					s.beginURL(c)
+					continue
+				}
 				s.st, s.q = cssString, c
+			case '(':
+				s.depth++
+				if s.setDepth == 0 && s.endsWithImageSet(p, i) {
+					s.setDepth = s.depth
+				}
+				s.prevIdent = false
+			case ')':
+				s.closeParen()
 				s.prevIdent = false
 			case '\\':
 				s.esc = true
@@ -251,7 +271,7 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 			}
 			if c == ')' {
 				s.st = cssNormal
-				continue
+				goto again
 			}
 			s.beginURL(0)
 			s.st = cssURLBare
@@ -332,7 +352,17 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 			case c == ')':
 				s.st = cssNormal
 				s.prevIdent = false
+				s.closeParen()
 			}
+		}
+	}
+	// Keep the last bytes for endsWithImageSet in the next Write.
+	if len(p) >= len(imageSet)+1 {
+		s.tail = append(s.tail[:0], p[len(p)-len(imageSet)-1:]...)
+	} else {
+		s.tail = append(s.tail, p...)
+		if n := len(s.tail) - len(imageSet) - 1; n > 0 {
+			s.tail = append(s.tail[:0], s.tail[n:]...)
 		}
 	}
 	if s.st == cssURLQuoted || s.st == cssURLBare {
@@ -348,6 +378,42 @@ func (s *cssScanner) Write(p []byte) (int, error) {
 		return 0, s.err
 	}
 	return len(p), nil
+}
+
+const imageSet = "image-set"
+
+// endsWithImageSet reports whether the "(" at p[i] opens image-set() or
+// -webkit-image-set(), looking back into earlier writes if needed.
+func (s *cssScanner) endsWithImageSet(p []byte, i int) bool {
+	var b [len(imageSet) + 1]byte
+	n := 0 // bytes of b filled, from the end
+	for j := i - 1; j >= 0 && n < len(b); j-- {
+		n++
+		b[len(b)-n] = p[j]
+	}
+	for j := len(s.tail) - 1; j >= 0 && n < len(b) && i < len(b); j-- {
+		n++
+		b[len(b)-n] = s.tail[j]
+	}
+	if n < len(imageSet) {
+		return false
+	}
+	for k := 0; k < len(imageSet); k++ {
+		if lowerByte(b[len(b)-len(imageSet)+k]) != imageSet[k] {
+			return false
+		}
+	}
+	return n == len(imageSet) || b[0] == '-' || !isIdentByte(b[0])
+}
+
+// closeParen leaves a parenthesis, and image-set() with it.
+func (s *cssScanner) closeParen() {
+	if s.depth > 0 {
+		s.depth--
+	}
+	if s.setDepth > s.depth {
+		s.setDepth = 0
+	}
 }
 
 func (s *cssScanner) beginURL(q byte) {

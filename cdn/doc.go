@@ -34,9 +34,8 @@
 // blocks and <noscript> content. Nothing inside <script>, <textarea>,
 // <title>, comments or <pre> is touched, nor <a href> links, nor a tag with
 // an integrity attribute but no crossorigin attribute (subresource integrity
-// fails on a cross-origin fetch without CORS). In CSS: url() and
-// @import "..." / @import url(...); plain strings in image-set() are not
-// rewritten.
+// fails on a cross-origin fetch without CORS). In CSS: url(),
+// @import "..." / @import url(...), and the strings of image-set().
 //
 // # In a proxy
 //

@@ -169,6 +169,12 @@ func TestRewriteCSSTable(t *testing.T) {
 		{"unterminated string at EOF", `a{b:url("/x.png`, `a{b:url("https://cdn.test/x.png`},
 		{"newline ends string", "a{b:url(\"/x.png\n)} c{d:url(/y.png)}", "a{b:url(\"/x.png\n)} c{d:url(https://cdn.test/y.png)}"},
 		{"not an asset", `a{b:url(/api/x)}`, `a{b:url(/api/x)}`},
+		{"image-set strings", `a{b:image-set("x.png" 1x, 'x2.png' 2x);c:-webkit-image-set(url(y.png) 1x, "y2.png" 2x)}`,
+			`a{b:image-set("https://cdn.test/css/x.png" 1x, 'https://cdn.test/css/x2.png' 2x);c:-webkit-image-set(url(https://cdn.test/css/y.png) 1x, "https://cdn.test/css/y2.png" 2x)}`},
+		{"image-set type() strings untouched", `a{b:image-set("x.avif" type("image/avif.png"), "x.jpg" type("image/jpeg"))}`,
+			`a{b:image-set("https://cdn.test/css/x.avif" type("image/avif.png"), "https://cdn.test/css/x.jpg" type("image/jpeg"))}`},
+		{"strings after image-set untouched", `a{b:image-set("x.png" 1x) "z.png"; content:"w.png"} c{d:myimage-set("v.png")}`,
+			`a{b:image-set("https://cdn.test/css/x.png" 1x) "z.png"; content:"w.png"} c{d:myimage-set("v.png")}`},
 		{"escape before u", `a{b:\url(/x.png)}`, `a{b:\url(/x.png)}`},
 	}
 	for _, tc := range tests {
