@@ -51,6 +51,8 @@ var (
 	ErrInvalidKey = errors.New("cache: invalid key")
 	// ErrInvalidTTL is returned for a negative TTL.
 	ErrInvalidTTL = errors.New("cache: invalid ttl")
+	// ErrInvalidTag is returned for an empty tag.
+	ErrInvalidTag = errors.New("cache: invalid tag")
 	// ErrFetchPanicked is returned by GetOrFetch when the Fetcher panicked.
 	ErrFetchPanicked = errors.New("cache: fetcher panicked")
 )
@@ -197,7 +199,7 @@ func checkItem(key string, it Item) error {
 	}
 	for _, t := range it.Tags {
 		if t == "" {
-			return fmt.Errorf("cache: empty tag for key %q", key)
+			return fmt.Errorf("%w: empty tag for key %q", ErrInvalidTag, key)
 		}
 	}
 	return nil
@@ -329,7 +331,7 @@ func (c *Cache) InvalidateTags(ctx context.Context, tags ...string) error {
 		return nil
 	}
 	if slices.Contains(tags, "") {
-		return errors.New("cache: empty tag")
+		return fmt.Errorf("%w: empty tag", ErrInvalidTag)
 	}
 	c.tagSeq.Add(1)
 	c.mem.invalidateTags(tags)
@@ -525,7 +527,7 @@ func (c *Cache) writeRedis(ctx context.Context, keys, tags []string, op func(con
 // (The layer has counted the error.)
 func (c *Cache) redisFailed(ctx context.Context, err error) {
 	var reply redis.Error
-	if ctx.Err() != nil || errors.Is(err, ErrCorrupt) || errors.As(err, &reply) {
+	if ctx.Err() != nil || errors.Is(err, errCorrupt) || errors.As(err, &reply) {
 		return
 	}
 	c.markOutage(err)

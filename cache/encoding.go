@@ -31,9 +31,9 @@ const (
 // corrupt length cannot make the decoder allocate much.
 const maxNames = 1 << 16
 
-// ErrCorrupt is returned (wrapped) when a record or message read from Redis
-// cannot be decoded.
-var ErrCorrupt = errors.New("cache: corrupt data from redis")
+// errCorrupt marks a record or message read from Redis that cannot be
+// decoded; it is counted as a Redis error, never returned to callers.
+var errCorrupt = errors.New("cache: corrupt data from redis")
 
 func appendNames(b []byte, names []string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(names)))
@@ -48,11 +48,11 @@ func appendNames(b []byte, names []string) []byte {
 func readNames(b []byte) ([]string, []byte, error) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 {
-		return nil, nil, fmt.Errorf("%w: bad name count", ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w: bad name count", errCorrupt)
 	}
 	b = b[k:]
 	if n > maxNames || n > uint64(len(b)) {
-		return nil, nil, fmt.Errorf("%w: name count %d exceeds the data", ErrCorrupt, n)
+		return nil, nil, fmt.Errorf("%w: name count %d exceeds the data", errCorrupt, n)
 	}
 	var names []string
 	if n > 0 {
@@ -61,11 +61,11 @@ func readNames(b []byte) ([]string, []byte, error) {
 	for range n {
 		l, k := binary.Uvarint(b)
 		if k <= 0 {
-			return nil, nil, fmt.Errorf("%w: bad name length", ErrCorrupt)
+			return nil, nil, fmt.Errorf("%w: bad name length", errCorrupt)
 		}
 		b = b[k:]
 		if l > uint64(len(b)) {
-			return nil, nil, fmt.Errorf("%w: name length %d exceeds the data", ErrCorrupt, l)
+			return nil, nil, fmt.Errorf("%w: name length %d exceeds the data", errCorrupt, l)
 		}
 		names = append(names, string(b[:l]))
 		b = b[l:]
@@ -87,7 +87,7 @@ func encodeRecord(value []byte, tags []string) []byte {
 // decodeRecord returns the value and tags of a record. The value aliases b.
 func decodeRecord(b []byte) (value []byte, tags []string, err error) {
 	if len(b) == 0 || b[0] != recordVersion {
-		return nil, nil, fmt.Errorf("%w: unknown record version", ErrCorrupt)
+		return nil, nil, fmt.Errorf("%w: unknown record version", errCorrupt)
 	}
 	tags, rest, err := readNames(b[1:])
 	if err != nil {
@@ -112,18 +112,18 @@ func encodeMessage(m message) []byte {
 
 func decodeMessage(b []byte) (message, error) {
 	if len(b) == 0 {
-		return message{}, fmt.Errorf("%w: empty message", ErrCorrupt)
+		return message{}, fmt.Errorf("%w: empty message", errCorrupt)
 	}
 	m := message{kind: b[0]}
 	switch m.kind {
 	case msgKeys, msgTags, msgFlush:
 	default:
-		return message{}, fmt.Errorf("%w: unknown message kind %q", ErrCorrupt, m.kind)
+		return message{}, fmt.Errorf("%w: unknown message kind %q", errCorrupt, m.kind)
 	}
 	b = b[1:]
 	l, k := binary.Uvarint(b)
 	if k <= 0 || l > uint64(len(b)-k) {
-		return message{}, fmt.Errorf("%w: bad node id", ErrCorrupt)
+		return message{}, fmt.Errorf("%w: bad node id", errCorrupt)
 	}
 	m.node = string(b[k : k+int(l)])
 	names, rest, err := readNames(b[k+int(l):])
@@ -131,7 +131,7 @@ func decodeMessage(b []byte) (message, error) {
 		return message{}, err
 	}
 	if len(rest) != 0 {
-		return message{}, fmt.Errorf("%w: %d trailing bytes", ErrCorrupt, len(rest))
+		return message{}, fmt.Errorf("%w: %d trailing bytes", errCorrupt, len(rest))
 	}
 	m.names = names
 	return m, nil
