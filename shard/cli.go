@@ -55,6 +55,9 @@ func ParseShardSpec(s string) (ShardSpec, error) {
 			spec.Nodes = append(spec.Nodes, n)
 		}
 	}
+	if len(spec.Nodes) == 0 {
+		return ShardSpec{}, fmt.Errorf("shard: %q: no node DSN after the name", s)
+	}
 	return spec, nil
 }
 
