@@ -268,8 +268,9 @@ func TestProcessFollowsLoadWithoutFailingARequest(t *testing.T) {
 	waitFor("scale-out towards 5", 30*time.Second, func() bool { peak = max(peak, ready()); return peak >= 4 })
 	time.Sleep(2 * time.Second)
 	peak = max(peak, ready())
-	// No load: back to 2, through draining.
-	gen.rate.Store(0)
+	// Low load again: back to 2, draining the instances that go while
+	// requests still flow.
+	gen.rate.Store(10)
 	waitFor("scale-in to 2", 30*time.Second, func() bool { return ready() == 2 && len(prov.Instances()) == 2 })
 	stopLoad()
 	<-loadDone
@@ -291,6 +292,51 @@ func TestProcessFollowsLoadWithoutFailingARequest(t *testing.T) {
 		t.Fatalf("%d instances after Run returned", n)
 	}
 	assertNoneLeft(t, pids.pids)
+}
+
+func TestProcessScaleInDrainsRequestsInFlight(t *testing.T) {
+	t.Parallel()
+	pool := testPool(t)
+	p, err := NewProcess("app", pool, appConfig("serve", "APP_LATENCY=700ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Scale(2)
+	events, stop := runProvider(t, p)
+	waitUntil(t, "2 ready", 20*time.Second, func() bool { return len(readyInstances(p)) == 2 })
+	victim := readyInstances(p)[1] // the newest goes first
+
+	// Six slow requests, three on each instance (round-robin).
+	gen := &loadGen{pool: pool, client: &http.Client{Timeout: 10 * time.Second}}
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Go(gen.one)
+	}
+	waitUntil(t, "requests in flight on the victim", 5*time.Second, func() bool {
+		b := pool.Backend(victim.Backend)
+		return b != nil && b.Active() == 3
+	})
+	p.Scale(1)
+	waitUntil(t, "the victim draining", 5*time.Second, func() bool {
+		b := pool.Backend(victim.Backend)
+		return b == nil || b.State() == balancer.Draining
+	})
+	if !procAlive(victim.PID) {
+		t.Fatal("the victim was stopped with requests in flight")
+	}
+	wg.Wait()
+	if gen.failed.Load() != 0 {
+		t.Fatalf("%d of 6 requests failed during the scale-in: %v", gen.failed.Load(), gen.errs)
+	}
+	waitUntil(t, "the victim gone", 10*time.Second, func() bool { return len(p.Instances()) == 1 })
+	assertNoneLeft(t, map[int]bool{victim.PID: true})
+	if pool.Backend(victim.Backend) != nil || len(pool.Backends()) != 1 {
+		t.Fatalf("pool backends %v after the scale-in", pool.Backends())
+	}
+	stop()
+	if evs := events(); len(evs) != 0 {
+		t.Fatalf("events %+v: want none", evs)
+	}
 }
 
 // runProvider runs p until the test ends and returns its events.
