@@ -136,7 +136,8 @@ func (c *Controller) Update(cfg Config) error {
 
 // Run asks the provider for Min instances, runs it, and evaluates the
 // metric every Interval until ctx is done; then it waits for the provider
-// to stop its instances and returns nil. It returns the provider's error if
+// to stop its instances (for Process: drained, then terminated, so at most
+// DrainTimeout + StopGrace) and returns nil. It returns the provider's error if
 // the provider stops early, and ErrRunning if it already runs.
 func (c *Controller) Run(ctx context.Context) error {
 	if !c.running.CompareAndSwap(false, true) {
@@ -163,6 +164,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		case err := <-provDone:
 			if ctx.Err() != nil {
 				return nil
+			}
+			if err == nil {
+				err = errors.New("returned early")
 			}
 			return fmt.Errorf("autoscale %s: provider stopped: %w", c.upstream, err)
 		case <-t.C:
