@@ -25,6 +25,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -99,30 +100,51 @@ func run(cfg config) error {
 	}()
 
 	qps := make(map[string][]float64)
+	ratios := make(map[string][]float64) // to pgxpool in the same round
+	cpu := make(map[string][]float64)    // client CPU µs per query
 	errs := make(map[string]int64)
 	for round := range cfg.rounds {
+		inRound := make(map[string]float64)
 		for k := range targets {
 			t := targets[(round+k)%len(targets)]
 			measure(ctx, cfg, t, cfg.warmup)
+			cpu0 := cpuTime()
 			n, e := measure(ctx, cfg, t, cfg.duration)
+			used := cpuTime() - cpu0
 			q := float64(n) / cfg.duration.Seconds()
+			inRound[t.name] = q
 			qps[t.name] = append(qps[t.name], q)
+			if n > 0 {
+				cpu[t.name] = append(cpu[t.name], float64(used.Microseconds())/float64(n))
+			}
 			errs[t.name] += e
-			fmt.Fprintf(os.Stderr, "round %d  %-28s %9.0f q/s  errors %d\n", round+1, t.name, q, e)
+			fmt.Fprintf(os.Stderr, "round %d  %-30s %9.0f q/s  %6.1f µs client CPU/query  errors %d\n",
+				round+1, t.name, q, float64(used.Microseconds())/float64(max(n, 1)), e)
+		}
+		for name, q := range inRound {
+			ratios[name] = append(ratios[name], q/inRound[targets[0].name])
 		}
 	}
 
-	base := median(qps[targets[0].name])
-	fmt.Printf("GOMAXPROCS=%d, %d workers, %d rounds x %v per configuration, point query by primary key over %d rows\n\n",
-		runtime.GOMAXPROCS(0), cfg.workers, cfg.rounds, cfg.duration, cfg.rows)
-	fmt.Println("| configuration | median q/s | min q/s | max q/s | ratio to pgxpool (median) | errors |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Printf("GOMAXPROCS=%d, %d workers, %d rounds x %v per configuration (order rotated each round), "+
+		"point query by primary key over %d rows\n\n", runtime.GOMAXPROCS(0), cfg.workers, cfg.rounds, cfg.duration, cfg.rows)
+	fmt.Println("| configuration | median q/s | min q/s | max q/s | ratio to pgxpool, median of per-round ratios (min–max) | client CPU µs/query (median) | errors |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
 	for _, t := range targets {
-		xs := qps[t.name]
-		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f | %d |\n", t.name, median(xs), slices.Min(xs), slices.Max(xs),
-			median(xs)/base, errs[t.name])
+		xs, rs := qps[t.name], ratios[t.name]
+		fmt.Printf("| %s | %.0f | %.0f | %.0f | %.2f (%.2f–%.2f) | %.1f | %d |\n", t.name, median(xs), slices.Min(xs), slices.Max(xs),
+			median(rs), slices.Min(rs), slices.Max(rs), median(cpu[t.name]), errs[t.name])
 	}
 	return nil
+}
+
+// cpuTime returns the CPU time (user + system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // setup creates and fills the table on the primary and waits until both
@@ -183,6 +205,22 @@ func targets(ctx context.Context, cfg config) ([]target, error) {
 		},
 		close: pool.Close,
 	}}
+	rcfg, err := pgxpool.ParseConfig(cfg.replicas[0])
+	if err != nil {
+		return nil, err
+	}
+	rcfg.MaxConns = int32(cfg.workers)
+	rpool, err := pgxpool.NewWithConfig(ctx, rcfg)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, target{
+		name: "pgxpool → replica 1 (reference)",
+		query: func(ctx context.Context, id int, v *string) error {
+			return rpool.QueryRow(ctx, sql, id).Scan(v)
+		},
+		close: rpool.Close,
+	})
 	for n := 0; n <= 2; n++ {
 		c, err := replica.Open(ctx, replica.Config{
 			Nodes:    append([]string{cfg.primary}, cfg.replicas[:n]...),
