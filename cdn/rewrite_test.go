@@ -57,6 +57,8 @@ func TestRewriteHTMLTable(t *testing.T) {
 		{"srcset keeps descriptors", `<img srcset="a.png 1x, /b.png 2x,c.png 480w, https://other.test/d.png 3x">`,
 			`<img srcset="https://cdn.test/dir/a.png 1x, https://cdn.test/b.png 2x,https://cdn.test/dir/c.png 480w, https://other.test/d.png 3x">`},
 		{"srcset comma inside URL and no descriptor", `<img srcset="/i,mg.png 1x,/b.png">`, `<img srcset="https://cdn.test/i,mg.png 1x,https://cdn.test/b.png">`},
+		{"srcset with a data: candidate", `<img srcset="data:image/png;base64,AA,BB 1x, /b.png 2x">`, `<img srcset="data:image/png;base64,AA,BB 1x, https://cdn.test/b.png 2x">`},
+		{"srcset descriptor with parentheses", `<img srcset="/a.png (max-width: 1px, x) 1x, /b.png 2x">`, `<img srcset="https://cdn.test/a.png (max-width: 1px, x) 1x, https://cdn.test/b.png 2x">`},
 		{"srcset newlines", "<img srcset=\"/a.png 1x,\n  /b.png 2x\">", "<img srcset=\"https://cdn.test/a.png 1x,\n  https://cdn.test/b.png 2x\">"},
 		{"uppercase tag and attribute", `<IMG SRC="/A.PNG">`, `<IMG SRC="https://cdn.test/A.PNG">`},
 		{"unquoted attributes", `<img src=/a.png alt=x>`, `<img src=https://cdn.test/a.png alt=x>`},
