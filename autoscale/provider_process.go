@@ -46,9 +46,11 @@ type ProcessConfig struct {
 	DrainTimeout time.Duration
 	// StopGrace is the time between SIGTERM and SIGKILL. Default 10 s.
 	StopGrace time.Duration
-	// BackoffMin is the wait before the next start after a failure; it
-	// doubles with each failure in a row, up to BackoffMax. Defaults 1 s
-	// and 1 min.
+	// BackoffMin is the wait before the next start after a failure (a
+	// start that fails or an instance that exits on its own); it doubles
+	// with each failure in a row, up to BackoffMax. After a failure,
+	// instances start one at a time until one gets ready. Defaults 1 s and
+	// 1 min.
 	BackoffMin, BackoffMax time.Duration
 	// StableAfter is how long an instance must stay ready for the failures
 	// in a row to be forgotten. Default 30 s.
@@ -113,7 +115,8 @@ type Process struct {
 	target      int
 	procs       map[string]*proc // by instance ID
 	seq         int
-	failures    int // in a row
+	failures    int  // in a row
+	probing     bool // a failure since the last instance got ready
 	nextAttempt time.Time
 	lastErr     string
 	done        bool // shutting down: start nothing more
@@ -268,8 +271,8 @@ func (p *Process) reconcile(ctx context.Context) {
 			return
 		}
 		n := p.target - len(live)
-		if p.failures > 0 {
-			n = min(n, 1-len(starting)) // while failing, one probe at a time
+		if p.probing {
+			n = min(n, 1-len(starting)) // after a failure, one probe at a time
 		}
 		for range n {
 			p.seq++
@@ -375,6 +378,7 @@ func (p *Process) start(ctx context.Context, pr *proc) {
 		return
 	}
 	pr.state, pr.inPool, pr.readyAt = Ready, true, time.Now()
+	p.probing = false
 	p.mu.Unlock()
 	p.log.Info("instance ready", "instance", pr.id, "pid", pr.pid, "url", pr.url, "after", time.Since(pr.started).Round(time.Millisecond).String())
 	p.poke()
@@ -418,6 +422,7 @@ func (p *Process) failStart(pr *proc, err error) {
 // failLocked counts a failure and sets the next attempt; p.mu held.
 func (p *Process) failLocked(err error) time.Duration {
 	p.failures++
+	p.probing = true
 	d := p.cfg.BackoffMin
 	for i := 1; i < p.failures && d < p.cfg.BackoffMax; i++ {
 		d *= 2
