@@ -44,7 +44,8 @@ func DefaultPatterns() []string {
 // Config configures the rewriter of one route. Its zero value is not enough:
 // Host is required.
 type Config struct {
-	// Route names the route in metrics. Default: "".
+	// Route names the route in metrics and stats; a [Collector] holds one
+	// Rewriter per route name. Default: "".
 	Route string
 	// Host is the CDN's base URL, such as "https://cdn.example.com" or
 	// "http://cdn.localhost:8081". A path in it ("https://cdn.example.com/app")
@@ -84,7 +85,8 @@ type Config struct {
 	CDNSources []netip.Prefix
 	// MaxTokenSize bounds the bytes the HTML tokenizer buffers for one token.
 	// A longer token (a huge inline script, comment or data: URL) is copied
-	// through unchanged and rewriting resumes after it. Default: 1 MiB.
+	// through unchanged and rewriting resumes after it. Values under 64 are
+	// taken as 64. Default: 1 MiB. A stream holds at most about twice this.
 	MaxTokenSize int
 	// MaxURLSize bounds the bytes buffered for one url() or @import in CSS; a
 	// longer URL is copied through unchanged. Default: 8 KiB.
