@@ -27,23 +27,25 @@ var ErrPostgresUnavailable = errors.New("testenv: cannot run PostgreSQL")
 
 // postgresSettings are passed to every server with -c. They trade
 // durability for speed: these servers hold nothing worth keeping.
-var postgresSettings = []string{
-	"listen_addresses=127.0.0.1",
-	"shared_buffers=16MB",
-	"max_connections=100",
-	"fsync=off",
-	"synchronous_commit=off",
-	"full_page_writes=off",
-	"wal_level=replica",
-	"max_wal_senders=10",
-	"max_replication_slots=10",
-	"wal_keep_size=256MB",
-	"hot_standby=on",
-	"wal_retrieve_retry_interval=200ms",
-	"wal_receiver_status_interval=1s",
-	"checkpoint_timeout=30min",
-	"logging_collector=off",
-	"log_min_messages=warning",
+func postgresSettings() []string {
+	return []string{
+		"listen_addresses=127.0.0.1",
+		"shared_buffers=16MB",
+		"max_connections=100",
+		"fsync=off",
+		"synchronous_commit=off",
+		"full_page_writes=off",
+		"wal_level=replica",
+		"max_wal_senders=10",
+		"max_replication_slots=10",
+		"wal_keep_size=256MB",
+		"hot_standby=on",
+		"wal_retrieve_retry_interval=200ms",
+		"wal_receiver_status_interval=1s",
+		"checkpoint_timeout=30min",
+		"logging_collector=off",
+		"log_min_messages=warning",
+	}
 }
 
 // PostgresCluster is a throw-away PostgreSQL primary with streaming
@@ -261,7 +263,7 @@ func (c *PostgresCluster) spawn(ctx context.Context, i int) error {
 		return fmt.Errorf("testenv: opening log: %w", err)
 	}
 	args := []string{"-D", n.data, "-p", strconv.Itoa(n.port), "-k", c.dir}
-	for _, s := range postgresSettings {
+	for _, s := range postgresSettings() {
 		args = append(args, "-c", s)
 	}
 	cmd := c.command("postgres", args...)
