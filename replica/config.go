@@ -60,9 +60,9 @@ type Config struct {
 	// primary either way.
 	NoFallback bool
 
-	// MaxLag is how far behind, in time since the last replayed
-	// transaction, a replica may be and stay in the read rotation. By
-	// default, 5s; negative means no limit.
+	// MaxLag is how far behind in time (see NodeStatus.LagSeconds) a
+	// replica may be and stay in the read rotation. By default, 5s;
+	// negative means no limit.
 	MaxLag time.Duration
 
 	// MaxLagBytes is how far behind the primary's WAL position, in bytes of

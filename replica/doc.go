@@ -22,10 +22,11 @@
 // another node. Read acquires a read connection for several statements.
 //
 // Lag: every check measures each replica's lag in bytes (the primary's WAL
-// insert position minus the replica's replayed position, pg_wal_lsn_diff
-// done in Go across the two servers) and in seconds (time since the last
-// replayed commit, while the replica has received WAL it has not replayed;
-// 0 when it has replayed all it received). A replica over Config.MaxLag or
+// insert position minus the replica's pg_last_wal_replay_lsn(), the
+// pg_wal_lsn_diff done in Go across the two servers) and in seconds (how
+// long ago the checks first saw the primary past the replica's replayed
+// position; unlike now() - pg_last_xact_replay_timestamp(), this does not
+// grow on an idle primary). A replica over Config.MaxLag or
 // Config.MaxLagBytes leaves the read rotation and comes back when it has
 // caught up.
 //

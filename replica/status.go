@@ -37,9 +37,12 @@ type NodeStatus struct {
 	// behind the primary's position; -1 if unknown (no primary, or not a
 	// replica).
 	LagBytes int64 `json:"lag_bytes"`
-	// LagSeconds is the time since the replica's last replayed commit
-	// while it has received WAL it has not replayed, 0 when it has
-	// replayed all it received; -1 if unknown (not a replica).
+	// LagSeconds is how long the replica has been missing WAL the primary
+	// had: the time since the checks first saw the primary past the
+	// position the replica has replayed (to within one CheckInterval), 0
+	// when caught up. With no primary known, it is the time since the last
+	// replayed commit while received WAL waits to be replayed. -1 if
+	// unknown (not a replica).
 	LagSeconds float64 `json:"lag_seconds"`
 	// LSN is the replica's replayed position or the primary's current one.
 	LSN Token `json:"lsn"`
