@@ -102,6 +102,9 @@ type Upstream struct {
 	// DrainTimeout bounds how long a removed backend may finish its
 	// in-flight requests. Default 30s.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// Autoscale grows and shrinks the upstream's instances with its load.
+	// Off by default.
+	Autoscale *Autoscale `yaml:"autoscale"`
 	// RequestHeaders are set on every request sent to this upstream,
 	// replacing what the client sent under those names (like nginx's
 	// proxy_set_header). Default: none.
@@ -378,4 +381,46 @@ func IsLoopback(addr string) bool {
 	}
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.IsLoopback()
+}
+
+// Autoscale is an upstream's autoscaler: target tracking of one metric,
+// with instances run by a provider.
+type Autoscale struct {
+	// Min instances. Default 1.
+	Min int `yaml:"min"`
+	// Max instances. Default 10.
+	Max int `yaml:"max"`
+	// Metric is inflight (default: requests in flight per instance), rps
+	// (per instance), latency_p95 (seconds) or cpu (percent of a core per
+	// instance).
+	Metric string `yaml:"metric"`
+	// Target value of the metric per instance. Default 10 in flight, 100
+	// rps, 0.2 s, 70 %.
+	Target float64 `yaml:"target"`
+	// Tolerance is the band around the target where nothing changes.
+	// Default 0.1.
+	Tolerance float64 `yaml:"tolerance"`
+	// Interval between decisions. Default 15s.
+	Interval Duration `yaml:"interval"`
+	// ScaleUp bounds growth: at most +Percent % or +Instances per Period.
+	ScaleUp struct {
+		Percent   int      `yaml:"percent"`   // default 100
+		Instances int      `yaml:"instances"` // default 4
+		Period    Duration `yaml:"period"`    // default 15s
+		Window    Duration `yaml:"window"`    // default 0: scale out on the first high reading
+	} `yaml:"scale_up"`
+	// ScaleDownWindow: the highest recommendation in it wins. Default 5m.
+	ScaleDownWindow Duration `yaml:"scale_down_window"`
+	// Provider runs the instances: process (the default). kubernetes is
+	// not available yet.
+	Provider string `yaml:"provider"`
+	// Command runs one instance (process provider); it gets PORT and
+	// INSTANCE_ID in its environment. Give the program itself, not "go run".
+	Command []string `yaml:"command"`
+	// Env is added to the instances' environment.
+	Env map[string]string `yaml:"env"`
+	// HealthPath must answer 2xx/3xx before an instance joins. Default /health.
+	HealthPath string `yaml:"health_path"`
+	// StopGrace is the time between SIGTERM and SIGKILL. Default 10s.
+	StopGrace Duration `yaml:"stop_grace"`
 }

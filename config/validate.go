@@ -244,6 +244,34 @@ func (c *Config) validateUpstream(v *validator, name string) {
 	if u.Retries.BudgetPercent < 0 || u.Retries.BudgetPercent > 100 {
 		v.errf(p+".retries.budget_percent", "%d is out of range 0..100", u.Retries.BudgetPercent)
 	}
+	if a := u.Autoscale; a != nil {
+		ap := p + ".autoscale"
+		if a.Provider == "" {
+			a.Provider = "process"
+		}
+		switch a.Provider {
+		case "process":
+			if len(a.Command) == 0 || a.Command[0] == "" {
+				v.errf(ap+".command", "missing: the program (and arguments) that runs one instance")
+			}
+		case "kubernetes":
+			v.errf(ap+".provider", "the kubernetes provider is not available in this build yet; use process")
+		default:
+			v.errf(ap+".provider", "unknown provider %q (want process)", a.Provider)
+		}
+		if a.Metric != "" && !slices.Contains([]string{"inflight", "rps", "latency_p95", "cpu"}, a.Metric) {
+			v.errf(ap+".metric", "unknown metric %q (want inflight, rps, latency_p95 or cpu)", a.Metric)
+		}
+		if a.Min < 0 || a.Max < 0 || (a.Max > 0 && a.Min > a.Max) {
+			v.errf(ap+".min", "min %d and max %d: want 0 ≤ min ≤ max", a.Min, a.Max)
+		}
+		if a.Target < 0 {
+			v.errf(ap+".target", "must not be negative")
+		}
+		if a.Tolerance < 0 || a.Tolerance >= 1 {
+			v.errf(ap+".tolerance", "%v is out of range [0, 1)", a.Tolerance)
+		}
+	}
 	for k := range u.RequestHeaders {
 		if k == "" || strings.ContainsAny(k, " :\r\n\t") || strings.EqualFold(k, "Host") || strings.EqualFold(k, "Connection") {
 			v.errf(p+".request_headers."+k, "%q cannot be set: not a header name, or Host/Connection", k)

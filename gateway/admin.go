@@ -27,6 +27,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /api/upstreams", g.apiUpstreams)
 	mux.HandleFunc("POST /api/purge", g.auth(g.apiPurge))
+	mux.HandleFunc("GET /api/autoscale", g.apiAutoscale)
 	mux.HandleFunc("GET /api/cdn", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"routes": g.cdnStats.Stats()})
 	})

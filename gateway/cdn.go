@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/netip"
 	"net/url"
@@ -10,6 +11,13 @@ import (
 
 	"github.com/scaleout/scaleout/cdn"
 )
+
+// cdnRoute is a route's rewriter and, with fingerprinting, the asset
+// versions it has learnt.
+type cdnRoute struct {
+	rw       *cdn.Rewriter
+	versions *cdn.VersionMap
+}
 
 // serveCDN runs a request of a route with CDN offloading: assets get the
 // headers a CDN needs and are counted; HTML and CSS responses have their
@@ -65,6 +73,11 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route) {
 		}
 		if h.Vary != "" {
 			resp.Header.Add(fasthttp.HeaderVary, h.Vary)
+		}
+		if rt.versions != nil {
+			if v := cdn.ETagVersion(string(resp.Header.Peek(fasthttp.HeaderETag))); v != "" {
+				rt.versions.Set(path, v)
+			}
 		}
 	}
 	rewrite := streamed
@@ -132,86 +145,51 @@ func pageURL(ctx *fasthttp.RequestCtx) *url.URL {
 	return u
 }
 
-// rewriteReader turns the push-style cdn.Writer into the pull-style reader
-// fasthttp wants for a streamed body, without a goroutine: each Read pulls
-// a chunk from the upstream body, pushes it through decoder, rewriter and
-// encoder, and hands out what came out.
+// rewriteReader is a streamed body rewritten on the way: a goroutine
+// decodes, rewrites and re-encodes the upstream body into a pipe, and
+// fasthttp reads the other end. (cdn.Writer tokenizes on a goroutine of its
+// own anyway, so the pipe costs no extra concurrency.)
 type rewriteReader struct {
-	src     io.Reader     // upstream body as received
-	decoded io.ReadCloser // src decoded
-	enc     io.WriteCloser
-	w       *cdn.Writer
-	out     bytes.Buffer
-	chunk   []byte
-	eof     bool
-	err     error
+	pr   *io.PipeReader
+	src  io.Reader
+	done chan struct{}
 }
 
-type nopWriteCloser struct{ io.Writer }
-
-func (nopWriteCloser) Close() error { return nil }
+var errClientGone = errors.New("client went away")
 
 func newRewriteReader(rw *cdn.Rewriter, src io.Reader, page *url.URL, ct, upEnc, outEnc string) (*rewriteReader, error) {
-	r := &rewriteReader{src: src, chunk: make([]byte, 32<<10)}
-	dec, err := cdn.Decode(src, upEnc)
-	if err != nil {
-		return nil, err
-	}
-	r.decoded = dec
-	if outEnc == "" || outEnc == "identity" {
-		r.enc = nopWriteCloser{&r.out}
-	} else if r.enc, err = cdn.Encode(&r.out, outEnc); err != nil {
-		dec.Close()
-		return nil, err
-	}
-	r.w = rw.NewWriter(r.enc, page, ct)
+	pr, pw := io.Pipe()
+	r := &rewriteReader{pr: pr, src: src, done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		_, err := rw.RewriteEncoded(pw, src, page, ct, upEnc, outEnc)
+		pw.CloseWithError(err)
+	}()
 	return r, nil
 }
 
 // Read implements io.Reader.
-func (r *rewriteReader) Read(p []byte) (int, error) {
-	for r.out.Len() == 0 && !r.eof {
-		if r.err != nil {
-			return 0, r.err
-		}
-		n, err := r.decoded.Read(r.chunk)
-		if n > 0 {
-			if _, werr := r.w.Write(r.chunk[:n]); werr != nil {
-				r.err = werr
-			}
-		}
-		switch {
-		case err == io.EOF:
-			r.eof = true
-			if cerr := r.w.Close(); cerr != nil && r.err == nil {
-				r.err = cerr
-			}
-			if cerr := r.enc.Close(); cerr != nil && r.err == nil {
-				r.err = cerr
-			}
-		case err != nil:
-			r.err = err
-		}
-	}
-	if r.out.Len() > 0 {
-		return r.out.Read(p)
-	}
-	if r.err != nil {
-		return 0, r.err
-	}
-	return 0, io.EOF
-}
+func (r *rewriteReader) Read(p []byte) (int, error) { return r.pr.Read(p) }
 
-// Close releases the rewriter and closes the upstream body, which returns
-// its backend connection.
+// Close stops the rewriting and closes the upstream body, which returns its
+// backend connection. The upstream body is closed only once the rewriting
+// goroutine has stopped reading it; Close itself never waits for the
+// backend.
 func (r *rewriteReader) Close() error {
-	if !r.eof {
-		_ = r.w.Close()
-		_ = r.enc.Close()
+	r.pr.CloseWithError(errClientGone)
+	closeSrc := func() {
+		if c, ok := r.src.(io.Closer); ok {
+			_ = c.Close()
+		}
 	}
-	r.decoded.Close()
-	if c, ok := r.src.(io.Closer); ok {
-		return c.Close()
+	select {
+	case <-r.done:
+		closeSrc()
+	default:
+		go func() {
+			<-r.done
+			closeSrc()
+		}()
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ func cdnOrigin(t *testing.T) *httptest.Server {
 		switch r.URL.Path {
 		case "/static/site.css":
 			w.Header().Set("Content-Type", "text/css")
+			w.Header().Set("ETag", `"css-7"`)
 			fmt.Fprint(w, `body{background:url("/img/bg.png")}`)
 		case "/fonts/a.woff2":
 			w.Header().Set("Content-Type", "font/woff2")
@@ -154,4 +155,45 @@ routes:
 			t.Errorf("offload stats %+v: want 2 CDN pulls, 1 direct, a ratio between", got)
 		}
 	})
+}
+
+func TestCDNFingerprint(t *testing.T) {
+	o := cdnOrigin(t)
+	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
+upstreams:
+  app: {backends: [{url: %s}]}
+routes:
+  - path_prefix: /
+    upstream: app
+    cdn: {host: "https://cdn.example.test", fingerprint: true}
+`, o.URL)
+	_, base, _ := runGateway(t, parse(t, cfg))
+	read := func(path string) (*http.Response, string) {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	if _, page := read("/"); strings.Contains(page, "site.css?v=") {
+		t.Fatalf("a version appeared before the asset was ever seen: %s", page)
+	}
+	read("/static/site.css") // the gateway learns the asset's ETag
+	_, page := read("/")
+	i := strings.Index(page, "https://cdn.example.test/static/site.css?v=")
+	if i < 0 {
+		t.Fatalf("fingerprinted URL missing: %s", page)
+	}
+	versioned := page[i+len("https://cdn.example.test") : i+strings.IndexByte(page[i:], '"')]
+	resp, _ := read(versioned)
+	if cc := resp.Header.Get("Cache-Control"); !strings.Contains(cc, "immutable") {
+		t.Errorf("versioned asset Cache-Control %q, want immutable", cc)
+	}
+	resp, _ = read("/static/site.css")
+	if cc := resp.Header.Get("Cache-Control"); strings.Contains(cc, "immutable") {
+		t.Errorf("unversioned asset must not be immutable: %q", cc)
+	}
 }

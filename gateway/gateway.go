@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
 
+	"github.com/scaleout/scaleout/autoscale"
 	"github.com/scaleout/scaleout/balancer"
 	"github.com/scaleout/scaleout/cache"
 	"github.com/scaleout/scaleout/cdn"
@@ -44,13 +45,16 @@ type Gateway struct {
 	router atomic.Pointer[router]
 	// rewriters are the CDN rewriters by route name; they survive reloads
 	// that leave their route's cdn block alone, and so do their counters.
-	rewriters    map[string]*cdn.Rewriter
+	rewriters    map[string]*cdnRoute
 	rewriterKeys map[string]string
 	cdnStats     *cdn.Collector
 	// httpCache is nil until a route caches.
 	httpCache atomic.Pointer[httpCache]
 	caches    []*cache.Cache  // closed when Run ends
 	runCtx    context.Context // set by Run: pools started later run under it
+
+	latencies   autoscale.Latencies // fed for upstreams scaled on latency_p95
+	controllers sync.WaitGroup      // autoscalers running
 
 	server *fasthttp.Server
 	admin  *http.Server
@@ -79,6 +83,11 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		if err != nil {
 			return nil, err
 		}
+		if a := cfg.Upstreams[name].Autoscale; a != nil {
+			if err := g.newController(u, a); err != nil {
+				return nil, err
+			}
+		}
 		g.ups[name] = u
 	}
 	if err := g.openHTTPCache(cfg); err != nil {
@@ -92,7 +101,7 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 	g.installRewriters(cfg, rws)
 	g.router.Store(newRouter(cfg.Routes, g.ups, rws))
 	g.metrics = newGatewayMetrics()
-	for _, c := range []prometheus.Collector{g.metrics, balancer.NewCollector(g.pools), proxyCollector{g}, g.cdnStats} {
+	for _, c := range []prometheus.Collector{g.metrics, balancer.NewCollector(g.pools), proxyCollector{g}, g.cdnStats, autoscale.NewCollector(g.controllersList)} {
 		if err := g.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
@@ -115,6 +124,10 @@ type upstream struct {
 	proxy   *proxy.Proxy
 	cancel  context.CancelFunc // stops the pool's health checks
 	dynamic map[string]int     // backends added through the admin API: id → weight
+
+	ctl       *autoscale.Controller // nil without autoscale
+	ctlCancel context.CancelFunc
+	ctlCmd    []string
 }
 
 func balancerConfig(u *config.Upstream, log *slog.Logger) balancer.Config {
@@ -243,6 +256,10 @@ func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
 	for _, kv := range rt.setHeaders {
 		ctx.Request.Header.Set(kv[0], kv[1])
 	}
+	if rt.observeLatency {
+		start := time.Now()
+		defer func() { g.latencies.Observe(rt.upstream.name, time.Since(start)) }()
+	}
 	if rt.cdn != nil {
 		g.serveCDN(ctx, rt)
 		return
@@ -252,8 +269,8 @@ func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
 
 // rewritersFor builds the CDN rewriters of cfg's routes, reusing the
 // running ones whose configuration is unchanged. Callers hold g.mu or own g.
-func (g *Gateway) rewritersFor(cfg *config.Config) (map[string]*cdn.Rewriter, error) {
-	out := map[string]*cdn.Rewriter{}
+func (g *Gateway) rewritersFor(cfg *config.Config) (map[string]*cdnRoute, error) {
+	out := map[string]*cdnRoute{}
 	for _, r := range cfg.Routes {
 		if r.CDN == nil {
 			continue
@@ -263,17 +280,26 @@ func (g *Gateway) rewritersFor(cfg *config.Config) (map[string]*cdn.Rewriter, er
 			out[r.Name] = old
 			continue
 		}
-		rw, err := cdn.New(r.CDNConfig())
+		cc := r.CDNConfig()
+		cr := &cdnRoute{}
+		if cc.Fingerprint {
+			// Versions are learnt from the ETags of the assets this gateway
+			// serves as the CDN's origin (see serveCDN).
+			cr.versions = &cdn.VersionMap{}
+			cc.Versioner = cr.versions
+		}
+		rw, err := cdn.New(cc)
 		if err != nil {
 			return nil, fmt.Errorf("route %s: %w", r.Name, err)
 		}
-		out[r.Name] = rw
+		cr.rw = rw
+		out[r.Name] = cr
 	}
 	return out, nil
 }
 
 // installRewriters makes rws the running set. Callers hold g.mu or own g.
-func (g *Gateway) installRewriters(cfg *config.Config, rws map[string]*cdn.Rewriter) {
+func (g *Gateway) installRewriters(cfg *config.Config, rws map[string]*cdnRoute) {
 	for name := range g.rewriters {
 		if rws[name] == nil {
 			g.cdnStats.Remove(name)
@@ -281,8 +307,8 @@ func (g *Gateway) installRewriters(cfg *config.Config, rws map[string]*cdn.Rewri
 	}
 	g.rewriterKeys = map[string]string{}
 	for _, r := range cfg.Routes {
-		if rw := rws[r.Name]; rw != nil {
-			g.cdnStats.Set(rw)
+		if cr := rws[r.Name]; cr != nil {
+			g.cdnStats.Set(cr.rw)
 			g.rewriterKeys[r.Name] = fmt.Sprintf("%+v", *r.CDN)
 		}
 	}
@@ -336,6 +362,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.runCtx = runCtx
 	for _, u := range g.ups {
 		g.startPool(u)
+		g.startController(u)
 	}
 	g.mu.Unlock()
 	close(g.ready)
@@ -364,6 +391,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.log.Warn("in-flight requests cut at the end of the grace period", "err", err)
 	}
 	_ = g.admin.Shutdown(sctx)
+	// Autoscalers stop their instances on the way out; wait for them, so
+	// that no child outlives the gateway.
+	stopPools()
+	g.controllers.Wait()
 	g.mu.Lock()
 	for _, u := range g.ups {
 		u.proxy.Close()

@@ -73,7 +73,13 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 			if err != nil {
 				return fmt.Errorf("reload: %w", err)
 			}
+			if uc.Autoscale != nil {
+				if err := g.newController(u, uc.Autoscale); err != nil {
+					return fmt.Errorf("reload: %w", err)
+				}
+			}
 			g.startPool(u)
+			g.startController(u)
 			next[name] = u
 			continue
 		}
@@ -93,6 +99,9 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 			time.AfterFunc(uc.Timeouts.ResponseHeader.Std()+time.Minute, oldProxy.Close)
 		}
 		u.cfg = *uc
+		if err := g.reloadAutoscale(u, uc.Autoscale); err != nil {
+			return fmt.Errorf("reload: %w", err)
+		}
 		next[name] = u
 	}
 	for name, u := range g.ups {
@@ -111,6 +120,7 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 // retire drains an upstream that left the file; its health checks and
 // connections stop once its backends are gone.
 func (g *Gateway) retire(u *upstream) {
+	u.stopController()
 	for _, b := range u.pool.Backends() {
 		_ = u.pool.Remove(b.ID)
 	}

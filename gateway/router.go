@@ -17,11 +17,14 @@ type route struct {
 	prefix    string
 	upstream  *upstream
 	cdn       *cdn.Rewriter      // nil: no CDN offloading on this route
+	versions  *cdn.VersionMap    // asset versions for fingerprinting, or nil
 	cache     *httpcache.Options // nil: no HTTP caching on this route
 	cacheOpts httpcache.Options
 	// setHeaders are the upstream's request_headers, copied here so that
 	// the request path never reads the (reloadable) upstream config.
 	setHeaders [][2]string
+	// observeLatency feeds the autoscaler of an upstream scaled on latency.
+	observeLatency bool
 }
 
 // router is an immutable routing table, swapped whole on reload.
@@ -29,7 +32,7 @@ type router struct {
 	routes []route
 }
 
-func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string]*cdn.Rewriter) *router {
+func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string]*cdnRoute) *router {
 	r := &router{}
 	for _, c := range rs {
 		r.routes = append(r.routes, route{
@@ -37,10 +40,14 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 			host:     strings.ToLower(c.Host),
 			prefix:   c.PathPrefix,
 			upstream: ups[c.Upstream],
-			cdn:      rewriters[c.Name],
 		})
+		if cr := rewriters[c.Name]; cr != nil {
+			rt := &r.routes[len(r.routes)-1]
+			rt.cdn, rt.versions = cr.rw, cr.versions
+		}
 		if u := ups[c.Upstream]; u != nil {
 			rt := &r.routes[len(r.routes)-1]
+			rt.observeLatency = u.cfg.Autoscale != nil && u.cfg.Autoscale.Metric == "latency_p95"
 			for _, k := range sortedKeys(u.cfg.RequestHeaders) {
 				rt.setHeaders = append(rt.setHeaders, [2]string{k, u.cfg.RequestHeaders[k]})
 			}
