@@ -56,7 +56,10 @@ const walPageSize = 8192
 // record it covers: when the last record ended at a page boundary, the
 // insert position already points past the next page's header (24 bytes,
 // or 40 at a segment start), where no replica's replay position will be
-// until more WAL is written.
+// until more WAL is written. It is safe for tokens: the only record that
+// can end between a page start and offset 40 is one spanning into the page
+// (no record is shorter than 24 bytes), so a replica that has replayed
+// past the page start has replayed that record too.
 func recordEnd(lsn uint64) uint64 {
 	if off := lsn % walPageSize; off == 24 || off == 40 {
 		return lsn - off
