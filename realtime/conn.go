@@ -1,7 +1,6 @@
 package realtime
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha1"
 	"encoding/base64"
@@ -488,18 +487,11 @@ func (c *conn) closeRawLocked() {
 	}
 }
 
-var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-
 // writeLoop writes queued frames until the queue is empty, then exits; a
 // new one starts with the next frame. After the close frame it closes the
-// socket.
+// socket. Frames are written as they are (one write, or one writev for a
+// batch), without a buffer, so an idle connection holds none.
 func (c *conn) writeLoop() {
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(c.raw)
-	defer func() {
-		bw.Reset(nil)
-		writerPool.Put(bw)
-	}()
 	var batch [][]byte
 	for {
 		c.mu.Lock()
@@ -516,15 +508,13 @@ func (c *conn) writeLoop() {
 		c.mu.Unlock()
 		_ = c.raw.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 		var err error
-		for i, f := range batch {
-			if _, err = bw.Write(f); err != nil {
-				break
-			}
-			batch[i] = nil
+		if len(batch) == 1 {
+			_, err = c.raw.Write(batch[0])
+		} else {
+			bufs := net.Buffers(batch)
+			_, err = bufs.WriteTo(c.raw)
 		}
-		if err == nil {
-			err = bw.Flush()
-		}
+		clear(batch)
 		if err != nil {
 			// A write that timed out is a client too slow to take one
 			// batch within WriteTimeout; nothing more can be framed.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestSubscribePublishMemory(t *testing.T) {
@@ -251,5 +253,51 @@ func TestGapFilledFromHistory(t *testing.T) {
 	}
 	if st := n.hub.Status(); st.Recovered != 2 {
 		t.Fatalf("recovered %d, want 2", st.Recovered)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	n := startNode(t, Config{})
+	c := dial(t, n.url, token(t, "alice", false, "m"))
+	subscribe(t, c, "m", nil)
+	publish(t, n.hub, "m", "1")
+	next(t, c)
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(n.hub.Collector()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "/" + l.GetValue()
+			}
+			switch {
+			case m.Gauge != nil:
+				got[name] = m.GetGauge().GetValue()
+			case m.Counter != nil:
+				got[name] = m.GetCounter().GetValue()
+			case m.Histogram != nil:
+				got[name] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for name, want := range map[string]float64{
+		"scaleout_realtime_connections":                1,
+		"scaleout_realtime_subscriptions":              1,
+		"scaleout_realtime_broker_up":                  1,
+		"scaleout_realtime_messages_total/published":   1,
+		"scaleout_realtime_messages_total/received":    1,
+		"scaleout_realtime_connections_total/accepted": 1,
+		"scaleout_realtime_broker_lag_seconds":         1,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -99,6 +100,16 @@ func runNode(redisAddr string, keepHijacked bool) error {
 	go func() { _ = http.Serve(aln, mux) }()
 	for !h.Status().BrokerUp {
 		time.Sleep(5 * time.Millisecond)
+	}
+	if path := os.Getenv("RTBENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	if os.Getenv("RTBENCH_MEMSTATS") != "" {
 		go func() {
