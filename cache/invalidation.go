@@ -159,18 +159,21 @@ func (c *Cache) recover(ctx context.Context) error {
 			if err := c.rds.flushAll(ctx, msg); err != nil {
 				return err
 			}
+			c.invalSent.Add(1)
 		}
 		for chunk := range slices.Chunk(keys, 1000) {
 			msg := encodeMessage(message{kind: msgKeys, node: c.node, names: chunk})
 			if err := c.rds.del(ctx, chunk, msg); err != nil {
 				return err
 			}
+			c.invalSent.Add(1)
 		}
 		for chunk := range slices.Chunk(tags, 100) {
 			msg := encodeMessage(message{kind: msgTags, node: c.node, names: chunk})
 			if err := c.rds.invalidateTags(ctx, chunk, msg); err != nil {
 				return err
 			}
+			c.invalSent.Add(1)
 		}
 
 		c.dirtyMu.Lock()

@@ -43,9 +43,9 @@ type Stats struct {
 	// LockWaits counts loads that found another node's fetch lock and
 	// waited; LockTimeouts those that then fetched anyway.
 	LockWaits, LockTimeouts uint64
-	// InvalidationsSent counts writes to Redis that carried an
-	// invalidation (Set, Delete, InvalidateTags); InvalidationsReceived
-	// the messages applied from other nodes.
+	// InvalidationsSent counts the invalidation messages published (by
+	// Set, SetAndPersist, Delete, InvalidateTags and outage recoveries);
+	// InvalidationsReceived the messages applied from other nodes.
 	InvalidationsSent, InvalidationsReceived uint64
 	// Outages counts the times Redis became unusable, Recoveries the
 	// times it came back; Degraded is true during an outage.
