@@ -100,7 +100,7 @@ func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tab
 	return tx.Commit(ctx)
 }
 
-// setFence sets bucket's fence state on a shard. With wait, it then
+// setFence sets the buckets' fence state on a shard. With wait, it then
 // waits for every transaction that had written to the tables before the
 // fence committed (holding their RowExclusiveLock, as pg_locks shows) to
 // end: afterwards no write that ran before the fence, and so did not see
@@ -108,10 +108,10 @@ func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tab
 // COMMITTED, each statement of the trigger takes a new snapshot). New
 // writers are never blocked, and nothing conflicts with autovacuum. The
 // wait is bounded by waitTimeout.
-func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table, bucket int, state string, wait bool, waitTimeout time.Duration) error {
-	if _, err := db.Exec(ctx, `INSERT INTO scaleout_shard_fence (keyspace, bucket, state) VALUES ($1, $2, $3)
-		ON CONFLICT (keyspace, bucket) DO UPDATE SET state = excluded.state`, keyspace, bucket, state); err != nil {
-		return fmt.Errorf("setting bucket %d %s: %w", bucket, state, err)
+func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table, buckets []int, state string, wait bool, waitTimeout time.Duration) error {
+	if _, err := db.Exec(ctx, `INSERT INTO scaleout_shard_fence (keyspace, bucket, state) SELECT $1, unnest($2::int[]), $3
+		ON CONFLICT (keyspace, bucket) DO UPDATE SET state = excluded.state`, keyspace, buckets, state); err != nil {
+		return fmt.Errorf("setting buckets %v %s: %w", buckets, state, err)
 	}
 	if !wait || len(tables) == 0 {
 		return nil
@@ -146,7 +146,7 @@ func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables 
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("setting bucket %d %s: %d transactions that wrote before the fence still running after %s (%v)", bucket, state, len(left), waitTimeout, left)
+			return fmt.Errorf("setting buckets %v %s: %d transactions that wrote before the fence still running after %s (%v)", buckets, state, len(left), waitTimeout, left)
 		}
 		vxids = left
 		select {
@@ -158,27 +158,27 @@ func setFence(ctx context.Context, db *replica.Cluster, keyspace string, tables 
 	return nil
 }
 
-// clearFence removes bucket's fence and change log on a shard.
-func clearFence(ctx context.Context, db *replica.Cluster, keyspace string, bucket int) error {
-	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_fence WHERE keyspace = $1 AND bucket = $2`, keyspace, bucket); err != nil {
-		return fmt.Errorf("clearing fence of bucket %d: %w", bucket, err)
+// clearFence removes the buckets' fences and change log on a shard.
+func clearFence(ctx context.Context, db *replica.Cluster, keyspace string, buckets []int) error {
+	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_fence WHERE keyspace = $1 AND bucket = ANY($2)`, keyspace, buckets); err != nil {
+		return fmt.Errorf("clearing fence of buckets %v: %w", buckets, err)
 	}
-	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = $2`, keyspace, bucket); err != nil {
-		return fmt.Errorf("clearing change log of bucket %d: %w", bucket, err)
+	if _, err := db.Exec(ctx, `DELETE FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = ANY($2)`, keyspace, buckets); err != nil {
+		return fmt.Errorf("clearing change log of buckets %v: %w", buckets, err)
 	}
 	return nil
 }
 
-// deleteBucket deletes bucket's rows from every table of a shard,
+// deleteBuckets deletes the buckets' rows from every table of a shard,
 // bypassing the trigger.
-func deleteBucket(ctx context.Context, db *replica.Cluster, tables []Table, bucket int) (int64, error) {
+func deleteBuckets(ctx context.Context, db *replica.Cluster, tables []Table, buckets []int) (int64, error) {
 	var n int64
 	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL scaleout.shard_mover = 'on'`); err != nil {
 			return err
 		}
 		for _, t := range tables {
-			tag, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1", ident(t.Name), ident(t.BucketColumn)), bucket)
+			tag, err := tx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = ANY($1)", ident(t.Name), ident(t.BucketColumn)), buckets)
 			if err != nil {
 				return fmt.Errorf("%s: %w", t.Name, err)
 			}
@@ -187,7 +187,7 @@ func deleteBucket(ctx context.Context, db *replica.Cluster, tables []Table, buck
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("deleting rows of bucket %d: %w", bucket, err)
+		return 0, fmt.Errorf("deleting rows of buckets %v: %w", buckets, err)
 	}
 	return n, nil
 }

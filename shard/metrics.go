@@ -70,9 +70,9 @@ func (m *rebalanceMetrics) start(total, done int) {
 
 func (m *rebalanceMetrics) stop() { m.running.Store(false) }
 
-func (m *rebalanceMetrics) moveDone() {
-	m.done.Add(1)
-	m.moves.Add(1)
+func (m *rebalanceMetrics) movesDone(n int) {
+	m.done.Add(int64(n))
+	m.moves.Add(int64(n))
 }
 
 func (m *rebalanceMetrics) hold(d time.Duration) {

@@ -135,6 +135,11 @@ type RebalanceConfig struct {
 	// waits) rather than have them refused and retried (Do). By default,
 	// 0: Routers hear of the map by LISTEN/NOTIFY within milliseconds.
 	Settle time.Duration
+	// Batch is how many buckets between the same two shards move together
+	// (one copy, one catch-up, one cutover and one map flip for all):
+	// more is faster, fewer holds writes to fewer keys at a time. By
+	// default, 16.
+	Batch int
 	// Progress, if not nil, is called after every step of a move.
 	Progress func(Progress)
 	// Logger receives each move. By default, slog.Default().
@@ -146,15 +151,15 @@ type Progress struct {
 	Keyspace   string
 	MovesDone  int
 	MovesTotal int
-	// Bucket and Phase are the current move's.
-	Bucket     int
+	// Buckets and Phase are the current batch's.
+	Buckets    []int
 	Phase      string
 	RowsCopied int64
 	Elapsed    time.Duration
 	// ETA is the estimated time left, from the pace of the moves done in
 	// this run (0 until one is done).
 	ETA time.Duration
-	// LongestHold is the longest time a bucket's writes were held.
+	// LongestHold is the longest time a batch's writes were held.
 	LongestHold time.Duration
 }
 
@@ -184,6 +189,9 @@ type Rebalancer struct {
 func NewRebalancer(store *Store, cfg RebalanceConfig) *Rebalancer {
 	if cfg.WriterWait <= 0 {
 		cfg.WriterWait = 10 * time.Second
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 16
 	}
 	if cfg.CatchUpPasses <= 0 {
 		cfg.CatchUpPasses = 8
@@ -370,13 +378,14 @@ func (rb *Rebalancer) AddShard(ctx context.Context, keyspace string, spec ShardS
 // Run completes the keyspace's unfinished rebalance (resuming a crashed
 // run: moves cut over before the crash are finished, moves caught before
 // their cutover are rolled back and redone), or else balances the map.
-// Each move copies the bucket's rows of every registered table to the
-// new shard, catches up with writes made meanwhile (logged by a trigger),
-// holds the bucket's writes for a last catch-up, flips the map and
-// deletes the old copies. A move failing before its flip is rolled back
-// (nothing lost, the old shard still serves the bucket) and Run returns
-// its error; when ctx is cancelled Run stops where it is, as a crash
-// would, and the next Run resumes.
+// Moves between the same two shards run in batches of up to
+// RebalanceConfig.Batch buckets. Each batch copies its buckets' rows of
+// every registered table to the new shard, catches up with writes made
+// meanwhile (logged by a trigger), holds the buckets' writes for a last
+// catch-up, flips the map and deletes the old copies. A batch failing
+// before its flip is rolled back (nothing lost, the old shard still
+// serves the buckets) and Run returns its error; when ctx is cancelled
+// Run stops where it is, as a crash would, and the next Run resumes.
 func (rb *Rebalancer) Run(ctx context.Context, keyspace string) (Report, error) {
 	start := time.Now()
 	unlock, err := rb.lock(ctx, keyspace)
@@ -413,29 +422,73 @@ func (rb *Rebalancer) Run(ctx context.Context, keyspace string) (Report, error) 
 	if err != nil {
 		return rep, err
 	}
-	run := &moveRun{rb: rb, keyspace: keyspace, tables: tables, prepared: map[string]bool{}, start: start,
-		total: len(jm), done: rep.Plan.Done, report: &rep, cols: map[string]string{}}
+	run := &moveRun{rb: rb, id: id, keyspace: keyspace, tables: tables, prepared: map[string]bool{}, start: start,
+		total: len(jm), done: rep.Plan.Done, doneAtStart: rep.Plan.Done, report: &rep, cols: map[string]string{}}
 	rb.metrics.start(len(jm), rep.Plan.Done)
 	defer rb.metrics.stop()
-	doneAtStart := rep.Plan.Done
+	fail := func(err error) (Report, error) {
+		rep.Elapsed = time.Since(start)
+		return rep, err
+	}
+	// Resume: finish what was flipped, roll back what was caught midway.
 	for _, mv := range jm {
-		if mv.phase == "done" {
-			continue
+		b := &batch{seqs: []int{mv.seq}, buckets: []int{mv.Bucket}, from: mv.From, to: mv.To}
+		switch mv.phase {
+		case "flipped":
+			if err := run.cleanup(ctx, b); err != nil {
+				return fail(err)
+			}
+			run.finished(b)
+		case "copying", "frozen":
+			rb.cfg.Logger.Info("shard: rolling back an interrupted move before redoing it", "keyspace", keyspace, "bucket", mv.Bucket, "phase", mv.phase)
+			if err := run.rollback(ctx, b); err != nil {
+				return fail(err)
+			}
 		}
-		if err := run.move(ctx, id, mv); err != nil {
-			rep.Elapsed = time.Since(start)
-			return rep, err
+	}
+	for _, b := range batches(jm, rb.cfg.Batch) {
+		if err := run.move(ctx, b); err != nil {
+			return fail(err)
 		}
-		run.done++
-		rep.Moves++
-		rb.metrics.moveDone()
-		run.progress(mv.Bucket, "done", doneAtStart)
+		run.finished(b)
 	}
 	if _, err := rb.store.pool.Exec(ctx, `UPDATE scaleout_shard_rebalances SET state = 'done', updated_at = now() WHERE id = $1`, id); err != nil {
-		return rep, fmt.Errorf("shard: closing rebalance journal: %w", err)
+		return fail(fmt.Errorf("shard: closing rebalance journal: %w", err))
 	}
 	rep.Elapsed = time.Since(start)
 	return rep, nil
+}
+
+// batch is a group of bucket moves between the same two shards, moved
+// together.
+type batch struct {
+	seqs    []int
+	buckets []int
+	from    string
+	to      string
+}
+
+// batches groups the moves not done or flipped (those were handled) by
+// source and target shard, in order of first appearance, in batches of
+// up to n.
+func batches(jm []journalMove, n int) []*batch {
+	var out []*batch
+	open := map[[2]string]*batch{}
+	for _, mv := range jm {
+		if mv.phase == "done" || mv.phase == "flipped" {
+			continue
+		}
+		pair := [2]string{mv.From, mv.To}
+		cur := open[pair]
+		if cur == nil || len(cur.buckets) >= n {
+			cur = &batch{from: mv.From, to: mv.To}
+			open[pair] = cur
+			out = append(out, cur)
+		}
+		cur.seqs = append(cur.seqs, mv.seq)
+		cur.buckets = append(cur.buckets, mv.Bucket)
+	}
+	return out
 }
 
 // Abort rolls back the keyspace's unfinished rebalance: moves not yet cut
@@ -455,15 +508,16 @@ func (rb *Rebalancer) Abort(ctx context.Context, keyspace string) error {
 	if err != nil {
 		return err
 	}
-	run := &moveRun{rb: rb, keyspace: keyspace, tables: tables, prepared: map[string]bool{}, start: time.Now(), report: &Report{}, cols: map[string]string{}}
+	run := &moveRun{rb: rb, id: id, keyspace: keyspace, tables: tables, prepared: map[string]bool{}, start: time.Now(), report: &Report{}, cols: map[string]string{}}
 	for _, mv := range jm {
+		b := &batch{seqs: []int{mv.seq}, buckets: []int{mv.Bucket}, from: mv.From, to: mv.To}
 		switch mv.phase {
 		case "copying", "frozen":
-			if err := run.rollback(ctx, id, mv); err != nil {
+			if err := run.rollback(ctx, b); err != nil {
 				return err
 			}
 		case "flipped":
-			if err := run.move(ctx, id, mv); err != nil {
+			if err := run.cleanup(ctx, b); err != nil {
 				return err
 			}
 		}
@@ -476,49 +530,58 @@ func (rb *Rebalancer) Abort(ctx context.Context, keyspace string) error {
 
 // moveRun is the state of one Run.
 type moveRun struct {
-	rb       *Rebalancer
-	keyspace string
-	tables   []Table
-	prepared map[string]bool
-	cols     map[string]string
-	start    time.Time
-	total    int
-	done     int
-	report   *Report
+	rb          *Rebalancer
+	id          int64
+	keyspace    string
+	tables      []Table
+	prepared    map[string]bool
+	cols        map[string]string
+	start       time.Time
+	total       int
+	done        int
+	doneAtStart int
+	report      *Report
 }
 
-func (r *moveRun) progress(bucket int, phase string, doneAtStart int) {
+func (r *moveRun) finished(b *batch) {
+	r.done += len(b.buckets)
+	r.report.Moves += len(b.buckets)
+	r.rb.metrics.movesDone(len(b.buckets))
+	r.progress(b, "done")
+}
+
+func (r *moveRun) progress(b *batch, phase string) {
 	if r.rb.cfg.Progress == nil {
 		return
 	}
-	p := Progress{Keyspace: r.keyspace, MovesDone: r.done, MovesTotal: r.total, Bucket: bucket, Phase: phase,
+	p := Progress{Keyspace: r.keyspace, MovesDone: r.done, MovesTotal: r.total, Buckets: b.buckets, Phase: phase,
 		RowsCopied: r.report.RowsCopied, Elapsed: time.Since(r.start), LongestHold: r.report.LongestHold}
-	if n := r.done - doneAtStart; n > 0 {
+	if n := r.done - r.doneAtStart; n > 0 {
 		p.ETA = time.Duration(float64(p.Elapsed) / float64(n) * float64(r.total-r.done))
 	}
 	r.rb.cfg.Progress(p)
 }
 
-func (r *moveRun) setPhase(ctx context.Context, id int64, mv journalMove, phase string) error {
-	_, err := r.rb.store.pool.Exec(ctx, `UPDATE scaleout_shard_moves SET phase = $3 WHERE rebalance_id = $1 AND seq = $2`, id, mv.seq, phase)
+func (r *moveRun) setPhase(ctx context.Context, b *batch, phase string) error {
+	_, err := r.rb.store.pool.Exec(ctx, `UPDATE scaleout_shard_moves SET phase = $3 WHERE rebalance_id = $1 AND seq = ANY($2)`, r.id, b.seqs, phase)
 	if err != nil {
-		return fmt.Errorf("shard: journaling move of bucket %d: %w", mv.Bucket, err)
+		return fmt.Errorf("shard: journaling move of buckets %v: %w", b.buckets, err)
 	}
 	return nil
 }
 
 // shards returns the current map and the source and target clusters,
 // prepared (fence schema and triggers installed).
-func (r *moveRun) shards(ctx context.Context, mv journalMove) (*Map, *replica.Cluster, *replica.Cluster, error) {
+func (r *moveRun) shards(ctx context.Context, b *batch) (*Map, *replica.Cluster, *replica.Cluster, error) {
 	m, err := r.rb.store.Map(ctx, r.keyspace)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	var dbs [2]*replica.Cluster
-	for i, name := range []string{mv.From, mv.To} {
+	for i, name := range []string{b.from, b.to} {
 		si := m.shardIndex(name)
 		if si < 0 {
-			return nil, nil, nil, fmt.Errorf("shard: move of bucket %d: shard %q is not in the map", mv.Bucket, name)
+			return nil, nil, nil, fmt.Errorf("shard: move of buckets %v: shard %q is not in the map", b.buckets, name)
 		}
 		db, err := r.rb.cluster(ctx, m.Shards[si])
 		if err != nil {
@@ -535,24 +598,17 @@ func (r *moveRun) shards(ctx context.Context, mv journalMove) (*Map, *replica.Cl
 	return m, dbs[0], dbs[1], nil
 }
 
-// move runs (or resumes) one bucket's move.
-func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error) {
-	log := r.rb.cfg.Logger.With("keyspace", r.keyspace, "bucket", mv.Bucket, "from", mv.From, "to", mv.To)
-	switch mv.phase {
-	case "copying", "frozen":
-		log.Info("shard: rolling back an interrupted move before redoing it", "phase", mv.phase)
-		if err := r.rollback(ctx, id, mv); err != nil {
-			return err
-		}
-	case "flipped":
-		return r.cleanup(ctx, id, mv)
-	}
-	m, src, dst, err := r.shards(ctx, mv)
+// move runs one batch of planned moves.
+func (r *moveRun) move(ctx context.Context, b *batch) (err error) {
+	log := r.rb.cfg.Logger.With("keyspace", r.keyspace, "buckets", b.buckets, "from", b.from, "to", b.to)
+	m, src, dst, err := r.shards(ctx, b)
 	if err != nil {
 		return err
 	}
-	if m.Buckets[mv.Bucket] != mv.From {
-		return fmt.Errorf("shard: move of bucket %d from %q: the map (version %d) places it on %q", mv.Bucket, mv.From, m.Version, m.Buckets[mv.Bucket])
+	for _, bk := range b.buckets {
+		if m.Buckets[bk] != b.from {
+			return fmt.Errorf("shard: move of bucket %d from %q: the map (version %d) places it on %q", bk, b.from, m.Version, m.Buckets[bk])
+		}
 	}
 	defer func() {
 		if err == nil || ctx.Err() != nil {
@@ -560,28 +616,28 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 		}
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
-		if rerr := r.rollback(rctx, id, mv); rerr != nil {
+		if rerr := r.rollback(rctx, b); rerr != nil {
 			err = fmt.Errorf("%w (and rolling back: %w)", err, rerr)
 		} else {
-			err = fmt.Errorf("%w (move rolled back; the bucket stays on %q)", err, mv.From)
+			err = fmt.Errorf("%w (move rolled back; buckets %v stay on %q)", err, b.buckets, b.from)
 		}
 	}()
-	if err := r.setPhase(ctx, id, mv, "copying"); err != nil {
+	if err := r.setPhase(ctx, b, "copying"); err != nil {
 		return err
 	}
-	r.progress(mv.Bucket, "copying", -1)
+	r.progress(b, "copying")
 	// The target may hold leftovers of an earlier attempt or a stale fence.
-	if err := clearFence(ctx, dst, r.keyspace, mv.Bucket); err != nil {
+	if err := clearFence(ctx, dst, r.keyspace, b.buckets); err != nil {
 		return err
 	}
-	if _, err := deleteBucket(ctx, dst, r.tables, mv.Bucket); err != nil {
+	if _, err := deleteBuckets(ctx, dst, r.tables, b.buckets); err != nil {
 		return err
 	}
-	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceMoving, true, r.rb.cfg.WriterWait); err != nil {
+	if err := setFence(ctx, src, r.keyspace, r.tables, b.buckets, fenceMoving, true, r.rb.cfg.WriterWait); err != nil {
 		return err
 	}
 	for _, t := range r.tables {
-		n, err := r.copyRows(ctx, src, dst, t, mv.Bucket, nil)
+		n, err := r.copyRows(ctx, src, dst, t, b.buckets, nil)
 		if err != nil {
 			return err
 		}
@@ -589,7 +645,7 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 		r.rb.metrics.rows.Add(n)
 	}
 	for pass := 0; pass < r.rb.cfg.CatchUpPasses; pass++ {
-		n, err := r.catchUp(ctx, src, dst, mv.Bucket)
+		n, err := r.catchUp(ctx, src, dst, b.buckets)
 		if err != nil {
 			return err
 		}
@@ -597,23 +653,23 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 			break
 		}
 	}
-	// Cutover: hold the bucket's writes, catch up with the last ones, flip.
-	if err := r.setPhase(ctx, id, mv, "frozen"); err != nil {
+	// Cutover: hold the buckets' writes, catch up with the last ones, flip.
+	if err := r.setPhase(ctx, b, "frozen"); err != nil {
 		return err
 	}
-	r.progress(mv.Bucket, "frozen", -1)
+	r.progress(b, "frozen")
 	holdStart := time.Now()
-	if err := r.publishFrozen(ctx, mv.Bucket, true); err != nil {
+	if err := r.publishFrozen(ctx, b.buckets, true); err != nil {
 		return err
 	}
 	if r.rb.cfg.Settle > 0 {
 		time.Sleep(r.rb.cfg.Settle)
 	}
-	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceFrozen, true, r.rb.cfg.WriterWait); err != nil {
+	if err := setFence(ctx, src, r.keyspace, r.tables, b.buckets, fenceFrozen, true, r.rb.cfg.WriterWait); err != nil {
 		return err
 	}
 	for {
-		n, err := r.catchUp(ctx, src, dst, mv.Bucket)
+		n, err := r.catchUp(ctx, src, dst, b.buckets)
 		if err != nil {
 			return err
 		}
@@ -621,40 +677,39 @@ func (r *moveRun) move(ctx context.Context, id int64, mv journalMove) (err error
 			break
 		}
 	}
-	if err := r.flip(ctx, id, mv); err != nil {
+	if err := r.flip(ctx, b); err != nil {
 		return err
 	}
 	hold := time.Since(holdStart)
 	r.rb.metrics.hold(hold)
 	r.report.LongestHold = max(r.report.LongestHold, hold)
-	log.Debug("shard: bucket moved", "hold", hold)
-	return r.cleanup(ctx, id, mv)
+	log.Debug("shard: buckets moved", "hold", hold)
+	return r.cleanup(ctx, b)
 }
 
-// publishFrozen publishes the next map with bucket frozen or not.
-func (r *moveRun) publishFrozen(ctx context.Context, bucket int, frozen bool) error {
+// publishFrozen publishes the next map with buckets frozen or not.
+func (r *moveRun) publishFrozen(ctx context.Context, buckets []int, frozen bool) error {
 	return pgx.BeginFunc(ctx, r.rb.store.pool, func(tx pgx.Tx) error {
 		m, err := loadMap(ctx, tx, r.keyspace)
 		if err != nil {
 			return err
 		}
-		if slices.Contains(m.Frozen, bucket) == frozen {
+		n := m.clone()
+		n.Frozen = slices.DeleteFunc(n.Frozen, func(b int) bool { return slices.Contains(buckets, b) })
+		if frozen {
+			n.Frozen = append(n.Frozen, buckets...)
+		}
+		if slices.Equal(n.Frozen, m.Frozen) {
 			return nil
 		}
-		n := m.clone()
 		n.Version++
-		if frozen {
-			n.Frozen = append(n.Frozen, bucket)
-		} else {
-			n.Frozen = slices.DeleteFunc(n.Frozen, func(b int) bool { return b == bucket })
-		}
 		return insertMap(ctx, tx, n)
 	})
 }
 
-// flip publishes the map placing the bucket on its new shard and journals
-// the move as flipped, in one transaction.
-func (r *moveRun) flip(ctx context.Context, id int64, mv journalMove) error {
+// flip publishes the map placing the buckets on their new shard and
+// journals their moves as flipped, in one transaction.
+func (r *moveRun) flip(ctx context.Context, b *batch) error {
 	err := pgx.BeginFunc(ctx, r.rb.store.pool, func(tx pgx.Tx) error {
 		m, err := loadMap(ctx, tx, r.keyspace)
 		if err != nil {
@@ -662,62 +717,73 @@ func (r *moveRun) flip(ctx context.Context, id int64, mv journalMove) error {
 		}
 		n := m.clone()
 		n.Version++
-		n.Buckets[mv.Bucket] = mv.To
-		n.Frozen = slices.DeleteFunc(n.Frozen, func(b int) bool { return b == mv.Bucket })
+		for _, bk := range b.buckets {
+			n.Buckets[bk] = b.to
+		}
+		n.Frozen = slices.DeleteFunc(n.Frozen, func(x int) bool { return slices.Contains(b.buckets, x) })
 		if err := insertMap(ctx, tx, n); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE scaleout_shard_moves SET phase = 'flipped' WHERE rebalance_id = $1 AND seq = $2`, id, mv.seq)
+		_, err = tx.Exec(ctx, `UPDATE scaleout_shard_moves SET phase = 'flipped' WHERE rebalance_id = $1 AND seq = ANY($2)`, r.id, b.seqs)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("shard: flipping bucket %d to %q: %w", mv.Bucket, mv.To, err)
+		return fmt.Errorf("shard: flipping buckets %v to %q: %w", b.buckets, b.to, err)
 	}
 	return nil
 }
 
-// cleanup finishes a flipped move: fence the old shard's bucket as moved,
-// delete its old rows and change log.
-func (r *moveRun) cleanup(ctx context.Context, id int64, mv journalMove) error {
-	_, src, _, err := r.shards(ctx, mv)
+// cleanup finishes flipped moves: fence the old shard's buckets as
+// moved, delete their old rows and change log.
+func (r *moveRun) cleanup(ctx context.Context, b *batch) error {
+	_, src, _, err := r.shards(ctx, b)
 	if err != nil {
 		return err
 	}
-	if err := setFence(ctx, src, r.keyspace, r.tables, mv.Bucket, fenceMoved, false, 0); err != nil {
+	if err := setFence(ctx, src, r.keyspace, r.tables, b.buckets, fenceMoved, false, 0); err != nil {
 		return err
 	}
-	if _, err := deleteBucket(ctx, src, r.tables, mv.Bucket); err != nil {
+	if _, err := deleteBuckets(ctx, src, r.tables, b.buckets); err != nil {
 		return err
 	}
-	if _, err := src.Exec(ctx, `DELETE FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = $2`, r.keyspace, mv.Bucket); err != nil {
-		return fmt.Errorf("shard: clearing change log of bucket %d: %w", mv.Bucket, err)
+	if _, err := src.Exec(ctx, `DELETE FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = ANY($2)`, r.keyspace, b.buckets); err != nil {
+		return fmt.Errorf("shard: clearing change log of buckets %v: %w", b.buckets, err)
 	}
-	return r.setPhase(ctx, id, mv, "done")
+	return r.setPhase(ctx, b, "done")
 }
 
-// rollback undoes a move that was not flipped: the target's copies are
+// rollback undoes moves that were not flipped: the target's copies are
 // deleted, the source's fence and change log removed, the map unfrozen.
-func (r *moveRun) rollback(ctx context.Context, id int64, mv journalMove) error {
-	_, src, dst, err := r.shards(ctx, mv)
+func (r *moveRun) rollback(ctx context.Context, b *batch) error {
+	_, src, dst, err := r.shards(ctx, b)
 	if err != nil {
 		return err
 	}
-	if err := r.publishFrozen(ctx, mv.Bucket, false); err != nil {
-		return fmt.Errorf("shard: rollback of bucket %d: %w", mv.Bucket, err)
+	if err := r.publishFrozen(ctx, b.buckets, false); err != nil {
+		return fmt.Errorf("shard: rollback of buckets %v: %w", b.buckets, err)
 	}
-	if err := clearFence(ctx, src, r.keyspace, mv.Bucket); err != nil {
-		return fmt.Errorf("shard: rollback of bucket %d: %w", mv.Bucket, err)
+	if err := clearFence(ctx, src, r.keyspace, b.buckets); err != nil {
+		return fmt.Errorf("shard: rollback of buckets %v: %w", b.buckets, err)
 	}
-	if _, err := deleteBucket(ctx, dst, r.tables, mv.Bucket); err != nil {
-		return fmt.Errorf("shard: rollback of bucket %d: %w", mv.Bucket, err)
+	if _, err := deleteBuckets(ctx, dst, r.tables, b.buckets); err != nil {
+		return fmt.Errorf("shard: rollback of buckets %v: %w", b.buckets, err)
 	}
-	return r.setPhase(ctx, id, mv, "planned")
+	return r.setPhase(ctx, b, "planned")
 }
 
-// copyRows copies table t's rows of bucket from src to dst, replacing what
-// dst holds for them: all of them, or those whose key is among the change
-// log ids given.
-func (r *moveRun) copyRows(ctx context.Context, src, dst *replica.Cluster, t Table, bucket int, ids []int64) (int64, error) {
+// intList formats ints for an SQL IN list.
+func intList[T int | int64](xs []T) string {
+	s := make([]string, len(xs))
+	for i, x := range xs {
+		s[i] = strconv.FormatInt(int64(x), 10)
+	}
+	return strings.Join(s, ",")
+}
+
+// copyRows copies table t's rows of buckets from src to dst, replacing
+// what dst holds for them: all of them, or those whose key is among the
+// change log ids given.
+func (r *moveRun) copyRows(ctx context.Context, src, dst *replica.Cluster, t Table, buckets []int, ids []int64) (int64, error) {
 	cols, ok := r.cols[t.Name]
 	if !ok {
 		var err error
@@ -726,13 +792,9 @@ func (r *moveRun) copyRows(ctx context.Context, src, dst *replica.Cluster, t Tab
 		}
 		r.cols[t.Name] = cols
 	}
-	where := fmt.Sprintf("%s = %d", ident(t.BucketColumn), bucket)
+	where := fmt.Sprintf("%s IN (%s)", ident(t.BucketColumn), intList(buckets))
 	if ids != nil {
-		idList := make([]string, len(ids))
-		for i, id := range ids {
-			idList[i] = strconv.FormatInt(id, 10)
-		}
-		where += fmt.Sprintf(" AND %s::text IN (SELECT key FROM scaleout_shard_changes WHERE id IN (%s))", ident(t.KeyColumn), strings.Join(idList, ","))
+		where += fmt.Sprintf(" AND %s::text IN (SELECT key FROM scaleout_shard_changes WHERE id IN (%s))", ident(t.KeyColumn), intList(ids))
 	}
 	dtx, err := dst.Begin(ctx)
 	if err != nil {
@@ -745,15 +807,15 @@ func (r *moveRun) copyRows(ctx context.Context, src, dst *replica.Cluster, t Tab
 	if ids != nil {
 		// Delete the target's copies of the changed keys; what the source
 		// holds for them now is copied below.
-		var keys []string
 		rows, err := src.Query(replica.Primary(ctx), `SELECT DISTINCT key FROM scaleout_shard_changes WHERE id = ANY($1)`, ids)
 		if err != nil {
 			return 0, fmt.Errorf("reading change log: %w", err)
 		}
-		if keys, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		keys, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
 			return 0, fmt.Errorf("reading change log: %w", err)
 		}
-		if _, err := dtx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = $1 AND %s::text = ANY($2)", ident(t.Name), ident(t.BucketColumn), ident(t.KeyColumn)), bucket, keys); err != nil {
+		if _, err := dtx.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE %s = ANY($1) AND %s::text = ANY($2)", ident(t.Name), ident(t.BucketColumn), ident(t.KeyColumn)), buckets, keys); err != nil {
 			return 0, fmt.Errorf("catching up %s: %w", t.Name, err)
 		}
 	}
@@ -772,19 +834,18 @@ func (r *moveRun) copyRows(ctx context.Context, src, dst *replica.Cluster, t Tab
 	tag, err := dtx.Conn().PgConn().CopyFrom(ctx, pr, fmt.Sprintf("COPY %s (%s) FROM STDIN", ident(t.Name), cols))
 	pr.CloseWithError(io.ErrClosedPipe)
 	if serr := <-errc; serr != nil {
-		return 0, fmt.Errorf("copying %s bucket %d out of the source: %w", t.Name, bucket, serr)
+		return 0, fmt.Errorf("copying %s buckets %v out of the source: %w", t.Name, buckets, serr)
 	}
 	if err != nil {
-		return 0, fmt.Errorf("copying %s bucket %d into the target: %w", t.Name, bucket, err)
+		return 0, fmt.Errorf("copying %s buckets %v into the target: %w", t.Name, buckets, err)
 	}
 	if err := dtx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("copying %s bucket %d: %w", t.Name, bucket, err)
+		return 0, fmt.Errorf("copying %s buckets %v: %w", t.Name, buckets, err)
 	}
 	return tag.RowsAffected(), nil
 }
 
-// primaryConn acquires a connection to db's primary, through a
-// transaction-free route: a pool connection from Begin's node.
+// primaryConn acquires a pool connection to db's primary.
 func primaryConn(ctx context.Context, db *replica.Cluster) (*pgxpool.Conn, error) {
 	conn, err := db.Read(replica.Primary(ctx))
 	if err != nil {
@@ -793,10 +854,10 @@ func primaryConn(ctx context.Context, db *replica.Cluster) (*pgxpool.Conn, error
 	return conn, nil
 }
 
-// catchUp applies one pass of the source's change log for bucket to the
+// catchUp applies one pass of the source's change log for buckets to the
 // target and returns how many changes it applied.
-func (r *moveRun) catchUp(ctx context.Context, src, dst *replica.Cluster, bucket int) (int, error) {
-	rows, err := src.Query(replica.Primary(ctx), `SELECT id, tbl FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = $2 ORDER BY id LIMIT 5000`, r.keyspace, bucket)
+func (r *moveRun) catchUp(ctx context.Context, src, dst *replica.Cluster, buckets []int) (int, error) {
+	rows, err := src.Query(replica.Primary(ctx), `SELECT id, tbl FROM scaleout_shard_changes WHERE keyspace = $1 AND bucket = ANY($2) ORDER BY id LIMIT 5000`, r.keyspace, buckets)
 	if err != nil {
 		return 0, fmt.Errorf("reading change log: %w", err)
 	}
@@ -823,7 +884,7 @@ func (r *moveRun) catchUp(ctx context.Context, src, dst *replica.Cluster, bucket
 		if len(ids) == 0 {
 			continue
 		}
-		if _, err := r.copyRows(ctx, src, dst, t, bucket, ids); err != nil {
+		if _, err := r.copyRows(ctx, src, dst, t, buckets, ids); err != nil {
 			return 0, err
 		}
 	}

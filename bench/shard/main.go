@@ -6,7 +6,7 @@
 // latency seen by -writers clients writing all along (through Router.Do).
 // It creates its databases on -server and drops them at the end.
 //
-//	go run ./bench/shard -rows 400000 -shards 8 -writers 4
+//	go run ./bench/shard -rows 400000 -shards 8 -writers 4 -batch 16
 package main
 
 import (
@@ -31,14 +31,15 @@ func main() {
 	shards := flag.Int("shards", 8, "shards before adding one")
 	buckets := flag.Int("buckets", shard.DefaultBuckets, "logical buckets")
 	writers := flag.Int("writers", 4, "concurrent writers during the rebalance")
+	batch := flag.Int("batch", 16, "buckets moved together (RebalanceConfig.Batch)")
 	flag.Parse()
-	if err := run(*server, *rows, *shards, *buckets, *writers); err != nil {
+	if err := run(*server, *rows, *shards, *buckets, *writers, *batch); err != nil {
 		fmt.Fprintln(os.Stderr, "shard-bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(server string, nrows, nshards, nbuckets, nwriters int) error {
+func run(server string, nrows, nshards, nbuckets, nwriters, nbatch int) error {
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, server)
 	if err != nil {
@@ -156,7 +157,7 @@ func run(server string, nrows, nshards, nbuckets, nwriters int) error {
 			}
 		})
 	}
-	rb := shard.NewRebalancer(store, shard.RebalanceConfig{Cluster: ccfg, Logger: quiet})
+	rb := shard.NewRebalancer(store, shard.RebalanceConfig{Cluster: ccfg, Logger: quiet, Batch: nbatch})
 	defer rb.Close()
 	plan, err := rb.AddShard(ctx, ks, specs[nshards])
 	if err != nil {
@@ -179,10 +180,10 @@ func run(server string, nrows, nshards, nbuckets, nwriters int) error {
 		}
 		return lat[min(len(lat)-1, int(q*float64(len(lat))))]
 	}
-	fmt.Printf("| rows | shards | buckets | moves | rows copied | time | rows/s | moves/s | longest bucket hold | writes | write p50 | write p99 | longest write | failed writes |\n")
-	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-	fmt.Printf("| %d | %d→%d | %d | %d | %d | %s | %.0f | %.1f | %s | %d | %s | %s | %s | %d |\n",
-		nrows, nshards, nshards+1, nbuckets, rep.Moves, rep.RowsCopied, rep.Elapsed.Round(time.Millisecond),
+	fmt.Printf("| rows | shards | buckets | batch | moves | rows copied | time | rows/s | moves/s | longest bucket hold | writes | write p50 | write p99 | longest write | failed writes |\n")
+	fmt.Printf("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Printf("| %d | %d→%d | %d | %d | %d | %d | %s | %.0f | %.1f | %s | %d | %s | %s | %s | %d |\n",
+		nrows, nshards, nshards+1, nbuckets, nbatch, rep.Moves, rep.RowsCopied, rep.Elapsed.Round(time.Millisecond),
 		float64(rep.RowsCopied)/rep.Elapsed.Seconds(), float64(rep.Moves)/rep.Elapsed.Seconds(),
 		rep.LongestHold.Round(time.Millisecond/10), len(lat), p(0.5).Round(time.Microsecond), p(0.99).Round(time.Microsecond),
 		p(1).Round(time.Millisecond/10), werrs)
