@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -442,4 +443,147 @@ func TestDemo(t *testing.T) {
 			}, "backend processes to exit after the demo stopped")
 		})
 	}
+}
+
+// TestServeAutoscale runs the gateway with an autoscaled upstream of
+// built-in backends: load grows the pool toward max, no request fails, the
+// pool returns to min when load stops, and no instance outlives the gateway.
+func TestServeAutoscale(t *testing.T) {
+	dir := t.TempDir()
+	listen, admin := freeAddr(t), freeAddr(t)
+	cfg := fmt.Sprintf(`listen: %s
+admin: {listen: %s}
+upstreams:
+  app:
+    algorithm: least-connections
+    health: {path: /health, interval: 200ms}
+    autoscale:
+      min: 2
+      max: 4
+      metric: inflight
+      target: 2
+      interval: 300ms
+      scale_up: {period: 300ms}
+      scale_down_window: 2s
+      command: [%q, backend, --latency, 40ms]
+      stop_grace: 2s
+routes:
+  - {path_prefix: /, upstream: app}
+`, listen, admin, binary)
+	path := filepath.Join(dir, "scaleout.yaml")
+	os.WriteFile(path, []byte(cfg), 0o644)
+	g := exec.Command(binary, "serve", "--config", path)
+	var log syncBuffer
+	g.Stderr = &log
+	startProc(t, g)
+
+	instances := func() (n int) {
+		resp, err := http.Get("http://" + admin + "/api/upstreams")
+		if err != nil {
+			return -1
+		}
+		defer resp.Body.Close()
+		var st struct {
+			Upstreams []struct {
+				Backends []struct {
+					State string `json:"state"`
+				} `json:"backends"`
+			} `json:"upstreams"`
+		}
+		json.NewDecoder(resp.Body).Decode(&st)
+		for _, u := range st.Upstreams {
+			for _, b := range u.Backends {
+				if b.State == "healthy" {
+					n++
+				}
+			}
+		}
+		return n
+	}
+	waitFor(t, func() bool { return instances() == 2 }, "2 instances to start")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var failed, ok atomic.Int64
+	var peak atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 12; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000 && ctx.Err() == nil; i++ {
+				resp, err := http.Get("http://" + listen + "/work")
+				if err != nil || resp.StatusCode != 200 {
+					failed.Add(1)
+				} else {
+					ok.Add(1)
+				}
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if n := int64(instances()); n > peak.Load() {
+					peak.Store(n)
+				}
+				if peak.Load() >= 4 && ok.Load() > 300 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if peak.Load() < 3 {
+		t.Errorf("instances peaked at %d under load, want growth above 2\n%s", peak.Load(), log.String())
+	}
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d requests failed while scaling up", failed.Load(), failed.Load()+ok.Load())
+	}
+	waitFor(t, func() bool { return instances() == 2 }, "the pool to shrink back to 2")
+
+	resp, err := http.Get("http://" + admin + "/api/autoscale")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "app") {
+		t.Errorf("/api/autoscale: %s", body)
+	}
+
+	pids := childPIDs(g.Process.Pid)
+	g.Process.Signal(syscall.SIGTERM)
+	if err := g.Wait(); err != nil {
+		t.Errorf("gateway exit: %v\n%s", err, log.String())
+	}
+	for _, p := range pids {
+		if alive(p) {
+			t.Errorf("instance %d outlived the gateway", p)
+		}
+	}
+}
+
+// childPIDs lists the direct children of pid from /proc.
+func childPIDs(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
+		}
+	}
+	return out
 }
