@@ -70,8 +70,17 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 			c.closeNodes()
 			return nil, fmt.Errorf("replica: Config.Nodes[%d]: %w", i, err)
 		}
+		addr := nodeAddr(&pcfg.ConnConfig.Config)
+		for j, n := range c.nodes {
+			if n.addr == addr {
+				pool.Close()
+				c.closeNodes()
+				// Two handles on one primary would read as two primaries.
+				return nil, fmt.Errorf("replica: Config.Nodes[%d] is the same server as Config.Nodes[%d] (%s)", i, j, addr)
+			}
+		}
 		c.nodes = append(c.nodes, &node{
-			addr:    nodeAddr(&pcfg.ConnConfig.Config),
+			addr:    addr,
 			pool:    pool,
 			connCfg: pcfg.ConnConfig.Copy(),
 		})

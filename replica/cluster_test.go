@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -252,6 +253,10 @@ func TestRolesAndRouting(t *testing.T) {
 		}
 		if _, err := Open(ctx, Config{Nodes: []string{"postgres://x:notaport/db"}}); err == nil {
 			t.Fatal("Open with a bad DSN: no error")
+		}
+		_, err := Open(ctx, Config{Nodes: []string{pg.DSN(0), pg.DSN(1), pg.DSN(0) + "&application_name=x"}})
+		if err == nil || !strings.Contains(err.Error(), "Config.Nodes[2] is the same server as Config.Nodes[0]") {
+			t.Fatalf("Open with a node twice: err = %v", err)
 		}
 	})
 }
