@@ -39,6 +39,7 @@ type CloseError struct {
 	Reason string
 }
 
+// Error implements error.
 func (e *CloseError) Error() string {
 	return fmt.Sprintf("realtime: connection closed: %d %s", e.Code, e.Reason)
 }

@@ -54,14 +54,13 @@ type conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last frame read
 
-	mu       sync.Mutex // guards the fields below
-	queue    [][]byte   // frames waiting for the writer
-	writing  bool       // a writer goroutine is running
-	closing  bool       // a close frame is queued; nothing more is
-	closed   bool       // raw is closed
-	subs     map[string]*subscription
-	done     chan struct{} // closed when raw is closed
-	closeErr int
+	mu      sync.Mutex // guards the fields below
+	queue   [][]byte   // frames waiting for the writer
+	writing bool       // a writer goroutine is running
+	closing bool       // a close frame is queued; nothing more is
+	closed  bool       // raw is closed
+	subs    map[string]*subscription
+	done    chan struct{} // closed when raw is closed
 }
 
 // subscription is one connection's subscription to a channel; its fields
@@ -457,7 +456,6 @@ func (c *conn) closeWith(code int, reason string) {
 		return
 	}
 	c.closing = true
-	c.closeErr = code
 	if code == CloseSlowClient {
 		// The queue is what the client could not take: drop it.
 		c.queue = c.queue[:0]

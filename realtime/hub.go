@@ -109,10 +109,6 @@ type Hub struct {
 	presence *redisPresence
 }
 
-// ErrDraining is returned when the hub is draining and takes no new
-// connections.
-var ErrDraining = errors.New("realtime: hub is draining")
-
 // ErrBadData means a payload to publish is not valid JSON.
 var ErrBadData = errors.New("data is not valid JSON")
 

@@ -43,6 +43,7 @@ var (
 	descPresenceErrs  = prometheus.NewDesc("scaleout_realtime_presence_errors_total", "Failed presence updates in Redis.", nil, nil)
 )
 
+// Describe implements prometheus.Collector.
 func (c hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descSubscriptions, descChannels, descBrokerUp, descConnsTotal, descMessages, descDrops, descGaps, descOutages, descPresenceErrs} {
 		ch <- d
@@ -50,6 +51,7 @@ func (c hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.h.m.lag.Describe(ch)
 }
 
+// Collect implements prometheus.Collector.
 func (c hubCollector) Collect(ch chan<- prometheus.Metric) {
 	h, s := c.h, c.h.Status()
 	m := &h.m

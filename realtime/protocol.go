@@ -158,6 +158,7 @@ type ReplyError struct {
 	Message string `json:"message"`
 }
 
+// Error implements error.
 func (e *ReplyError) Error() string { return e.Code + ": " + e.Message }
 
 // appendChannelMessage appends the JSON server frame of a channel message.
