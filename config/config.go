@@ -34,6 +34,9 @@ type Config struct {
 	// Cache configures the layers of the HTTP cache that routes with
 	// cache.enabled use.
 	Cache CacheLayers `yaml:"cache"`
+	// Realtime configures the WebSocket hub that routes with a realtime
+	// path serve.
+	Realtime Realtime `yaml:"realtime"`
 
 	// Path is the file the configuration was read from, if any.
 	Path string `yaml:"-"`
@@ -185,6 +188,45 @@ type Route struct {
 	CDN *CDN `yaml:"cdn"`
 	// Cache turns on shared HTTP caching for this route. Off by default.
 	Cache *RouteCache `yaml:"cache"`
+	// Realtime serves the gateway's WebSocket hub at Path (a request path
+	// within this route); other paths of the route are proxied as usual.
+	Realtime *RouteRealtime `yaml:"realtime"`
+}
+
+// RouteRealtime mounts the WebSocket hub on a route.
+type RouteRealtime struct {
+	// Path is the WebSocket endpoint, e.g. /ws. Required.
+	Path string `yaml:"path"`
+}
+
+// Realtime configures the WebSocket hub shared by every realtime route.
+type Realtime struct {
+	// Broker carries messages between gateway nodes: memory (default; one
+	// node), redis or nats.
+	Broker string `yaml:"broker"`
+	// RedisURL is used by the redis broker, for presence across nodes, and
+	// for the nats broker's history. Default: none.
+	RedisURL string `yaml:"redis_url"`
+	// NATSURL is the nats broker's server. Default nats://127.0.0.1:4222.
+	NATSURL string `yaml:"nats_url"`
+	// Secret is the HMAC key the app signs connection tokens with.
+	// Default: none, and then only anonymous connections (if allowed).
+	Secret string `yaml:"secret"`
+	// AllowAnonymous lets connections without a token subscribe to
+	// AnonymousChannels. Default false.
+	AllowAnonymous    bool     `yaml:"allow_anonymous"`
+	AnonymousChannels []string `yaml:"anonymous_channels"`
+	// HistorySize messages are kept per channel for recovery. Default 100.
+	HistorySize int `yaml:"history_size"`
+	// HistoryTTL after a channel's last message. Default 5m.
+	HistoryTTL Duration `yaml:"history_ttl"`
+	// SendQueue frames per connection before a slow client is cut. Default 256.
+	SendQueue int `yaml:"send_queue"`
+	// PingInterval and PongTimeout detect dead connections. Default 25s, 10s.
+	PingInterval Duration `yaml:"ping_interval"`
+	PongTimeout  Duration `yaml:"pong_timeout"`
+	// PresenceTTL bounds how long a crashed node's users stay present. Default 15s.
+	PresenceTTL Duration `yaml:"presence_ttl"`
 }
 
 // CacheLayers are the storage layers of the gateway's HTTP cache.

@@ -127,6 +127,25 @@ func (c *Config) validate(v *validator) {
 	for _, name := range c.Names() {
 		c.validateUpstream(v, name)
 	}
+	rt := &c.Realtime
+	if rt.Broker == "" {
+		rt.Broker = "memory"
+	}
+	switch rt.Broker {
+	case "memory", "nats":
+	case "redis":
+		if rt.RedisURL == "" {
+			v.errf("realtime.redis_url", "the redis broker needs redis_url")
+		}
+	default:
+		v.errf("realtime.broker", "unknown broker %q (want memory, redis or nats)", rt.Broker)
+	}
+	if rt.Broker == "nats" && rt.NATSURL == "" {
+		rt.NATSURL = "nats://127.0.0.1:4222"
+	}
+	if u := rt.RedisURL; u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
+		v.errf("realtime.redis_url", "%q is not a redis:// URL", u)
+	}
 	if u := c.Cache.Redis.URL; u != "" {
 		if pu, err := url.Parse(u); err != nil || (pu.Scheme != "redis" && pu.Scheme != "rediss" && pu.Scheme != "unix") || (pu.Scheme != "unix" && pu.Host == "") {
 			v.errf("cache.redis.url", "%q is not a redis:// URL", u)
@@ -152,6 +171,9 @@ func (c *Config) validate(v *validator) {
 		}
 		if strings.ContainsAny(r.Host, "/: ") {
 			v.errf(p+".host", "%q must be a host name without scheme or port", r.Host)
+		}
+		if r.Realtime != nil && !strings.HasPrefix(r.Realtime.Path, "/") {
+			v.errf(p+".realtime.path", "%q must be a path starting with /", r.Realtime.Path)
 		}
 		if r.Cache != nil && r.Cache.MaxObjectBytes > c.Cache.Memory.MaxBytes/4 {
 			v.errf(p+".cache.max_object_bytes", "%d is more than a quarter of cache.memory.max_bytes (%d)", r.Cache.MaxObjectBytes, c.Cache.Memory.MaxBytes)

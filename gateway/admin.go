@@ -28,6 +28,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("GET /api/upstreams", g.apiUpstreams)
 	mux.HandleFunc("POST /api/purge", g.auth(g.apiPurge))
 	mux.HandleFunc("GET /api/autoscale", g.apiAutoscale)
+	mux.HandleFunc("POST /api/publish", g.auth(g.apiPublish()))
 	mux.HandleFunc("GET /api/cdn", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"routes": g.cdnStats.Stats()})
 	})

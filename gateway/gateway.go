@@ -22,6 +22,7 @@ import (
 	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
 	"github.com/scaleout/scaleout/proxy"
+	"github.com/scaleout/scaleout/realtime"
 )
 
 // Options are the parts of a Gateway that do not come from the file.
@@ -52,6 +53,10 @@ type Gateway struct {
 	httpCache atomic.Pointer[httpCache]
 	caches    []*cache.Cache  // closed when Run ends
 	runCtx    context.Context // set by Run: pools started later run under it
+
+	hub     *realtime.Hub  // nil when no route serves WebSockets
+	hubDone chan struct{}  // closed when the hub's Run returns
+	closers []func() error // clients to close when Run ends
 
 	latencies   autoscale.Latencies // fed for upstreams scaled on latency_p95
 	controllers sync.WaitGroup      // autoscalers running
@@ -91,6 +96,9 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		g.ups[name] = u
 	}
 	if err := g.openHTTPCache(cfg); err != nil {
+		return nil, err
+	}
+	if err := g.openHub(cfg); err != nil {
 		return nil, err
 	}
 	g.cdnStats = cdn.NewCollector()
@@ -235,6 +243,10 @@ func (g *Gateway) pools() []*balancer.Pool {
 // handle is the data plane's request handler.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 	rt := g.router.Load().match(ctx.Host(), ctx.Path())
+	if rt != nil && rt.realtimePath != "" && string(ctx.Path()) == rt.realtimePath && g.hub != nil {
+		g.hub.ServeFastHTTP(ctx)
+		return
+	}
 	if rt == nil {
 		ctx.Response.Header.Set("Content-Type", "text/plain; charset=utf-8")
 		ctx.SetStatusCode(fasthttp.StatusNotFound)
@@ -365,6 +377,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.startController(u)
 	}
 	g.mu.Unlock()
+	g.runHub(runCtx)
 	close(g.ready)
 	g.log.Info("gateway listening", "listen", dl.Addr().String(), "admin", al.Addr().String())
 
@@ -387,6 +400,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.log.Info("gateway stopping", "grace", cfg.Server.GracePeriod.Std().String())
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.GracePeriod.Std())
 	defer cancel()
+	g.drainHub(sctx)
 	if err := g.server.ShutdownWithContext(sctx); err != nil {
 		g.log.Warn("in-flight requests cut at the end of the grace period", "err", err)
 	}
@@ -402,6 +416,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.mu.Unlock()
 	for _, c := range g.caches {
 		_ = c.Close()
+	}
+	if g.hubDone != nil {
+		<-g.hubDone
+	}
+	for _, c := range g.closers {
+		_ = c()
 	}
 	return runErr
 }

@@ -25,6 +25,7 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 		g.log.Warn("listen, admin, tls and server settings change only on restart; keeping the running ones")
 	}
 	cfg.Listen, cfg.Admin, cfg.TLS, cfg.Server = old.Listen, old.Admin, old.TLS, old.Server
+	cfg.Realtime = old.Realtime // the hub and its broker are built at start
 
 	// Check everything first, so that a bad file changes nothing.
 	type plan struct {
@@ -59,6 +60,9 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 
 	if err := g.openHTTPCache(cfg); err != nil {
 		return fmt.Errorf("reload: %w", err)
+	}
+	if g.hub == nil && wantsRealtime(cfg) {
+		return fmt.Errorf("reload: %w", errRealtimeRestart)
 	}
 	rws, err := g.rewritersFor(cfg)
 	if err != nil {

@@ -25,6 +25,8 @@ type route struct {
 	setHeaders [][2]string
 	// observeLatency feeds the autoscaler of an upstream scaled on latency.
 	observeLatency bool
+	// realtimePath is where this route serves the WebSocket hub, or "".
+	realtimePath string
 }
 
 // router is an immutable routing table, swapped whole on reload.
@@ -41,6 +43,9 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 			prefix:   c.PathPrefix,
 			upstream: ups[c.Upstream],
 		})
+		if c.Realtime != nil {
+			r.routes[len(r.routes)-1].realtimePath = c.Realtime.Path
+		}
 		if cr := rewriters[c.Name]; cr != nil {
 			rt := &r.routes[len(r.routes)-1]
 			rt.cdn, rt.versions = cr.rw, cr.versions
