@@ -673,3 +673,34 @@ func TestTagIndexFollowsEntries(t *testing.T) {
 		})
 	}
 }
+
+func TestTTLRules(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rc := newClient(t, sharedRedis)
+	prefix := uniquePrefix(t)
+	c := newTestCache(t, Config{Redis: rc, Prefix: prefix, DefaultTTL: time.Hour, MaxTTL: 10 * time.Second})
+	tests := []struct {
+		name string
+		ttl  time.Duration
+		want time.Duration
+	}{
+		{"zero means default, capped by MaxTTL", 0, 10 * time.Second},
+		{"longer than MaxTTL is capped", time.Hour, 10 * time.Second},
+		{"shorter is kept", 3 * time.Second, 3 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := "k-" + tt.name
+			mustSet(t, c, key, Item{Value: []byte("v"), TTL: tt.ttl})
+			it, ok := c.Get(ctx, key)
+			if !ok || it.TTL > tt.want || it.TTL < tt.want-time.Second {
+				t.Fatalf("memory TTL = %v (hit %v), want about %v", it.TTL, ok, tt.want)
+			}
+			pttl, err := rc.PTTL(ctx, prefix+"v:"+key).Result()
+			if err != nil || pttl > tt.want || pttl < tt.want-time.Second {
+				t.Fatalf("redis TTL = %v (%v), want about %v", pttl, err, tt.want)
+			}
+		})
+	}
+}
