@@ -352,7 +352,9 @@ func (r *Router) install(ctx context.Context, m *Map) error {
 				return fmt.Errorf("shard: opening shard %q: %w", s.Name, err)
 			}
 			if ref != nil {
-				ref.db.Close() // TODO: in-flight statements on the old nodes fail
+				// The shard's nodes changed: statements still running on
+				// the old cluster fail (ErrClosed) and their callers retry.
+				ref.db.Close()
 			}
 			ref = &clusterRef{nodes: slices.Clone(s.Nodes), db: db}
 			r.clusters[s.Name] = ref
