@@ -61,10 +61,11 @@ type Gateway struct {
 	latencies   autoscale.Latencies // fed for upstreams scaled on latency_p95
 	controllers sync.WaitGroup      // autoscalers running
 
-	server *fasthttp.Server
-	admin  *http.Server
-	ready  chan struct{} // closed when both listeners are bound
-	addrs  struct{ data, admin net.Addr }
+	tlsCert *tls.Certificate
+	server  *fasthttp.Server
+	admin   *http.Server
+	ready   chan struct{} // closed when both listeners are bound
+	addrs   struct{ data, admin net.Addr }
 }
 
 // New builds a gateway from cfg without binding any port.
@@ -82,6 +83,14 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		cfg:   cfg,
 		ups:   map[string]*upstream{},
 		ready: make(chan struct{}),
+	}
+	if cfg.TLS.Cert != "" {
+		// Loaded here, so that bad files stop the gateway before it binds.
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		g.tlsCert = &cert
 	}
 	for _, name := range cfg.Names() {
 		u, err := g.newUpstream(name, cfg.Upstreams[name], cfg)
@@ -357,14 +366,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 		dl.Close()
 		return fmt.Errorf("admin listening on %s: %w", cfg.Admin.Listen, err)
 	}
-	if cfg.TLS.Cert != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.Cert, cfg.TLS.Key)
-		if err != nil {
-			dl.Close()
-			al.Close()
-			return fmt.Errorf("loading tls: %w", err)
-		}
-		dl = tls.NewListener(dl, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	if g.tlsCert != nil {
+		dl = tls.NewListener(dl, &tls.Config{Certificates: []tls.Certificate{*g.tlsCert}, MinVersion: tls.VersionTLS12})
 	}
 	g.addrs.data, g.addrs.admin = dl.Addr(), al.Addr()
 
