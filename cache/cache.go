@@ -53,6 +53,8 @@ var (
 	ErrInvalidTTL = errors.New("cache: invalid ttl")
 	// ErrInvalidTag is returned for an empty tag.
 	ErrInvalidTag = errors.New("cache: invalid tag")
+	// ErrClosed is returned by GetOrFetch after Close.
+	ErrClosed = errors.New("cache: closed")
 	// ErrFetchPanicked is returned by GetOrFetch when the Fetcher panicked.
 	ErrFetchPanicked = errors.New("cache: fetcher panicked")
 )
@@ -150,7 +152,9 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 
 // Close stops the background work: it cancels the context of running
 // fetches and waits for them and for the subscriber to end. It does not
-// close the Redis client. Use no other method after Close.
+// close the Redis client. Calls racing with Close are safe, but the cache
+// is not meant to be used after it: GetOrFetch misses return ErrClosed, and
+// the other methods no longer hear other nodes' invalidations.
 func (c *Cache) Close() error {
 	c.closeOnce.Do(func() {
 		c.stop()
@@ -158,7 +162,7 @@ func (c *Cache) Close() error {
 			_ = ps.Close() // interrupts a blocked receive
 		}
 		c.bg.Wait()
-		c.flight.wg.Wait()
+		c.flight.close()
 		c.mem.close()
 	})
 	return nil

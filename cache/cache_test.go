@@ -704,3 +704,34 @@ func TestTTLRules(t *testing.T) {
 		})
 	}
 }
+
+func TestClose(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	c := newTestCache(t, Config{Redis: newClient(t, sharedRedis), Prefix: uniquePrefix(t)})
+	started := make(chan struct{})
+	loadErr := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrFetch(ctx, "slow", FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+			close(started)
+			<-ctx.Done() // Close cancels the load
+			return Item{}, ctx.Err()
+		}))
+		loadErr <- err
+	}()
+	<-started
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-loadErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("running load ended with %v, want context.Canceled", err)
+	}
+	if _, err := c.GetOrFetch(ctx, "k", FetcherFunc(func(ctx context.Context, key string) (Item, error) {
+		return Item{Value: []byte("v")}, nil
+	})); !errors.Is(err, ErrClosed) {
+		t.Fatalf("GetOrFetch after Close = %v, want ErrClosed", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

@@ -14,8 +14,9 @@ type flight struct {
 	closing context.Context
 	wg      sync.WaitGroup
 
-	mu    sync.Mutex
-	calls map[string]*call
+	mu     sync.Mutex
+	calls  map[string]*call
+	closed bool // no new loads; set by close
 }
 
 type call struct {
@@ -30,6 +31,10 @@ type call struct {
 // reports whether this caller waited on a load another caller started.
 func (f *flight) do(ctx context.Context, key string, load func(context.Context) (Item, error)) (it Item, err error, joined bool) {
 	f.mu.Lock()
+	if f.closed {
+		f.mu.Unlock()
+		return Item{}, ErrClosed, false
+	}
 	if f.calls == nil {
 		f.calls = make(map[string]*call)
 	}
@@ -74,6 +79,15 @@ func (f *flight) do(ctx context.Context, key string, load func(context.Context) 
 		f.mu.Unlock()
 		return Item{}, ctx.Err(), joined
 	}
+}
+
+// close refuses new loads and waits for the running ones (whose context
+// the caller has cancelled through closing).
+func (f *flight) close() {
+	f.mu.Lock()
+	f.closed = true
+	f.mu.Unlock()
+	f.wg.Wait()
 }
 
 // waiting returns how many callers wait on key's load (for tests).
