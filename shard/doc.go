@@ -63,9 +63,10 @@
 //     log, and one metadata transaction publishes the map with the bucket
 //     on its new shard and journals the move as flipped. The write hold
 //     lasts from the frozen map to the flip;
-//  5. the source fence turns "moved" (writes from a node with an old map
-//     are refused with SH002 and retried by Do) and the old rows are
-//     deleted.
+//  5. after RebalanceConfig.ReadGrace (1s by default), during which a
+//     node that has not loaded the new map still reads the old rows (its
+//     writes are refused and retried by Do), the source fence turns
+//     "moved" (writes refused with SH002) and the old rows are deleted.
 //
 // Every phase is journaled in the metadata database. A move failing
 // before its flip is rolled back (target copies deleted, fence removed,

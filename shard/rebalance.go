@@ -140,6 +140,13 @@ type RebalanceConfig struct {
 	// more is faster, fewer holds writes to fewer keys at a time. By
 	// default, 16.
 	Batch int
+	// ReadGrace is how long the old rows of moved buckets stay on the
+	// source shard after the flip, readable by Routers that have not
+	// loaded the new map yet (LISTEN/NOTIFY usually takes milliseconds;
+	// the poll, Config.PollInterval, catches a missed announcement).
+	// Writes to them are refused from the flip on. Other batches move
+	// meanwhile. By default, 1s; negative means none.
+	ReadGrace time.Duration
 	// Progress, if not nil, is called after every step of a move.
 	Progress func(Progress)
 	// Logger receives each move. By default, slog.Default().
@@ -192,6 +199,9 @@ func NewRebalancer(store *Store, cfg RebalanceConfig) *Rebalancer {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 16
+	}
+	if cfg.ReadGrace == 0 {
+		cfg.ReadGrace = time.Second
 	}
 	if cfg.CatchUpPasses <= 0 {
 		cfg.CatchUpPasses = 8
@@ -446,11 +456,47 @@ func (rb *Rebalancer) Run(ctx context.Context, keyspace string) (Report, error) 
 			}
 		}
 	}
+	// Flipped batches keep their old rows readable on the source for
+	// ReadGrace, for Routers that have not loaded the new map yet, and
+	// are cleaned up meanwhile.
+	var flipped []*batch
+	drain := func(all bool) error {
+		for len(flipped) > 0 {
+			b := flipped[0]
+			if wait := rb.cfg.ReadGrace - time.Since(b.flippedAt); wait > 0 {
+				if !all {
+					return nil
+				}
+				select {
+				case <-time.After(wait):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			if err := run.cleanup(ctx, b); err != nil {
+				return err
+			}
+			flipped = flipped[1:]
+			run.finished(b)
+		}
+		return nil
+	}
 	for _, b := range batches(jm, rb.cfg.Batch) {
 		if err := run.move(ctx, b); err != nil {
+			if ctx.Err() == nil {
+				if derr := drain(true); derr != nil {
+					err = fmt.Errorf("%w (and cleaning up moved buckets: %w)", err, derr)
+				}
+			}
 			return fail(err)
 		}
-		run.finished(b)
+		flipped = append(flipped, b)
+		if err := drain(false); err != nil {
+			return fail(err)
+		}
+	}
+	if err := drain(true); err != nil {
+		return fail(err)
 	}
 	if _, err := rb.store.pool.Exec(ctx, `UPDATE scaleout_shard_rebalances SET state = 'done', updated_at = now() WHERE id = $1`, id); err != nil {
 		return fail(fmt.Errorf("shard: closing rebalance journal: %w", err))
@@ -462,10 +508,11 @@ func (rb *Rebalancer) Run(ctx context.Context, keyspace string) (Report, error) 
 // batch is a group of bucket moves between the same two shards, moved
 // together.
 type batch struct {
-	seqs    []int
-	buckets []int
-	from    string
-	to      string
+	seqs      []int
+	buckets   []int
+	from      string
+	to        string
+	flippedAt time.Time
 }
 
 // batches groups the moves not done or flipped (those were handled) by
@@ -684,7 +731,8 @@ func (r *moveRun) move(ctx context.Context, b *batch) (err error) {
 	r.rb.metrics.hold(hold)
 	r.report.LongestHold = max(r.report.LongestHold, hold)
 	log.Debug("shard: buckets moved", "hold", hold)
-	return r.cleanup(ctx, b)
+	b.flippedAt = time.Now()
+	return nil
 }
 
 // publishFrozen publishes the next map with buckets frozen or not.
