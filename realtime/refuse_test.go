@@ -213,9 +213,12 @@ func TestDeadConnectionClosed(t *testing.T) {
 		t.Fatalf("close code %d, want %d", code, CloseNoPong)
 	}
 	t.Run("a client answering pings stays", func(t *testing.T) {
-		c := dial(t, n.url, token(t, "bob", false)) // Client answers pings
-		time.Sleep(500 * time.Millisecond)
-		if st := n.hub.Status(); st.Connections != 1 {
+		// Silent for 550ms means dead; the client stays 1.5s by answering
+		// the pings.
+		n2 := startNode(t, Config{PingInterval: 50 * time.Millisecond, PongTimeout: 500 * time.Millisecond})
+		c := dial(t, n2.url, token(t, "bob", false))
+		time.Sleep(1500 * time.Millisecond)
+		if st := n2.hub.Status(); st.Connections != 1 || st.DeadConnections != 0 {
 			t.Fatalf("status %+v", st)
 		}
 		_ = c
