@@ -97,6 +97,7 @@ type Cache struct {
 	dirtyKeys     map[string]struct{}
 	dirtyTags     map[string]struct{}
 	dirtyOverflow bool
+	maxDirty      int // maxDirty, lowered by tests
 
 	fetches, fetchErrors, coalesced, lockWaits, lockTimeouts atomic.Uint64
 	invalSent, invalReceived, outages, recoveries            atomic.Uint64
@@ -127,6 +128,7 @@ func New(ctx context.Context, cfg Config) (*Cache, error) {
 		start:     time.Now(),
 		dirtyKeys: make(map[string]struct{}),
 		dirtyTags: make(map[string]struct{}),
+		maxDirty:  maxDirty,
 	}
 	c.startNano = c.start.UnixNano()
 	c.mem, err = newMemory(cfg.MemoryMaxBytes, c.nowNano, fake)
@@ -563,7 +565,7 @@ func (c *Cache) rememberLocked(keys, tags []string) {
 	if c.dirtyOverflow {
 		return
 	}
-	if len(c.dirtyKeys)+len(c.dirtyTags)+len(keys)+len(tags) > maxDirty {
+	if len(c.dirtyKeys)+len(c.dirtyTags)+len(keys)+len(tags) > c.maxDirty {
 		c.dirtyOverflow = true
 		clear(c.dirtyKeys)
 		clear(c.dirtyTags)

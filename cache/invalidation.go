@@ -200,7 +200,8 @@ func (c *Cache) recover(ctx context.Context) error {
 		if done {
 			c.recoveries.Add(1)
 			c.cfg.Logger.Info("cache: redis reachable again", "cache", c.cfg.Name,
-				"memory_flushed", flushed, "replayed_keys", len(keys), "replayed_tags", len(tags))
+				"memory_flushed", flushed, "replayed_keys", len(keys), "replayed_tags", len(tags),
+				"deleted_prefix", overflow)
 			return nil
 		}
 	}

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -276,4 +277,39 @@ func TestCorruptRecord(t *testing.T) {
 	if v, _, err := decodeRecord(b); err != nil || string(v) != "good" {
 		t.Fatalf("redis holds %q (%v) after the fill", b, err)
 	}
+}
+
+// TestPartitionOverflowDeletesPrefix: when a cut-off node wrote more keys
+// than it can remember, its recovery deletes everything under the prefix
+// and tells the other nodes to flush their memory.
+func TestPartitionOverflowDeletesPrefix(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	prefix := uniquePrefix(t)
+	direct := newClient(t, sharedRedis)
+	proxy := newTCPProxy(t, sharedRedis)
+	a := newTestCache(t, Config{Redis: newClient(t, proxy.Addr()), Prefix: prefix, HealthInterval: 100 * time.Millisecond})
+	a.maxDirty = 3
+	b := newTestCache(t, Config{Redis: direct, Prefix: prefix})
+	other := newClient(t, sharedRedis)
+	if err := other.Set(ctx, "unrelated:"+prefix, "x", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	mustSet(t, b, "b-key", Item{Value: []byte("v"), TTL: time.Minute})
+	proxy.Cut()
+	waitFor(t, 5*time.Second, "A to notice the partition", func() bool { return a.Stats().Degraded })
+	for i := range 5 {
+		mustSet(t, a, fmt.Sprintf("a-%d", i), Item{Value: []byte("v"), TTL: time.Minute})
+	}
+	proxy.Restore()
+	waitFor(t, 10*time.Second, "A to recover", func() bool { return !a.Stats().Degraded })
+	keys, err := direct.Keys(ctx, prefix+"*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Fatalf("keys under the prefix after an overflowed recovery: %q (%v)", keys, err)
+	}
+	if n, _ := other.Exists(ctx, "unrelated:"+prefix).Result(); n != 1 {
+		t.Fatal("recovery deleted a key outside its prefix")
+	}
+	waitFor(t, 2*time.Second, "B to flush its memory", func() bool { return !b.mem.peek("b-key") })
 }
