@@ -356,6 +356,13 @@ func TestRebalanceUnderLoad(t *testing.T) {
 		t.Errorf("s3 owns %d buckets, want 16", n)
 	}
 	waitFor(t, "router follows the last map", func() bool { return f.router.Version() == m.Version })
+	// Old versions can go; the latest stays.
+	if n, err := f.store.Prune(ctx, f.ks, 2); err != nil || n != m.Version-2 {
+		t.Errorf("Prune(keep 2) deleted %d versions (%v), want %d", n, err, m.Version-2)
+	}
+	if v, err := f.store.Version(ctx, f.ks); err != nil || v != m.Version {
+		t.Errorf("after Prune the version is %d (%v), want %d", v, err, m.Version)
+	}
 	// A second run has nothing to do.
 	if rep, err := rb.Run(ctx, f.ks); err != nil || rep.Moves != 0 {
 		t.Errorf("second Run: %d moves, %v; want none", rep.Moves, err)

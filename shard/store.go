@@ -246,3 +246,15 @@ func ident(name string) string {
 func literal(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
+
+// Prune deletes the keyspace's map versions older than the latest keep
+// (at least 1), which every map change leaves behind (a rebalance adds
+// about three per batch). Routers only read the latest.
+func (s *Store) Prune(ctx context.Context, keyspace string, keep int) (int64, error) {
+	keep = max(keep, 1)
+	tag, err := s.pool.Exec(ctx, `DELETE FROM scaleout_shard_maps WHERE keyspace = $1 AND version <= (SELECT max(version) FROM scaleout_shard_maps WHERE keyspace = $1) - $2`, keyspace, keep)
+	if err != nil {
+		return 0, fmt.Errorf("shard: pruning maps of %q: %w", keyspace, err)
+	}
+	return tag.RowsAffected(), nil
+}
