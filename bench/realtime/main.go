@@ -53,6 +53,7 @@ func main() {
 	size := flag.Int("size", 100, "payload bytes")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis address")
 	keepHijacked := flag.Bool("keep-hijacked", true, "run the nodes' fasthttp servers with KeepHijackedConns (and the hub's ServerKeepsHijackedConns)")
+	centrifugoFirst := flag.Bool("centrifugo-first", false, "run Centrifugo before scaleout (to see whether order matters)")
 	centrifugo := flag.String("centrifugo", "", "path of a centrifugo binary to run the same scenario against")
 	flag.Parse()
 	var err error
@@ -60,7 +61,7 @@ func main() {
 	case "node":
 		err = runNode(*redisAddr, *keepHijacked)
 	case "bench":
-		err = runBench(*conns, *rate, *duration, *size, *redisAddr, *centrifugo, *keepHijacked)
+		err = runBench(*conns, *rate, *duration, *size, *redisAddr, *centrifugo, *keepHijacked, *centrifugoFirst)
 	default:
 		err = fmt.Errorf("unknown -mode %q", *mode)
 	}
@@ -150,19 +151,25 @@ type result struct {
 	connectTime          time.Duration
 }
 
-func runBench(conns, rate int, duration time.Duration, size int, redisAddr, centrifugo string, keepHijacked bool) error {
+func runBench(conns, rate int, duration time.Duration, size int, redisAddr, centrifugo string, keepHijacked, centrifugoFirst bool) error {
 	var results []result
-	ours, err := startOurs(redisAddr, keepHijacked)
-	if err != nil {
-		return err
+	runOurs := func() error {
+		ours, err := startOurs(redisAddr, keepHijacked)
+		if err != nil {
+			return err
+		}
+		r, err := measure(ours, conns, rate, duration, size)
+		ours.stop()
+		if err != nil {
+			return fmt.Errorf("scaleout: %w", err)
+		}
+		results = append(results, r)
+		return nil
 	}
-	r, err := measure(ours, conns, rate, duration, size)
-	ours.stop()
-	if err != nil {
-		return fmt.Errorf("scaleout: %w", err)
-	}
-	results = append(results, r)
-	if centrifugo != "" {
+	runCentrifugo := func() error {
+		if centrifugo == "" {
+			return nil
+		}
 		cf, err := startCentrifugo(centrifugo, redisAddr)
 		if err != nil {
 			return fmt.Errorf("centrifugo: %w", err)
@@ -173,6 +180,16 @@ func runBench(conns, rate int, duration time.Duration, size int, redisAddr, cent
 			return fmt.Errorf("centrifugo: %w", err)
 		}
 		results = append(results, r)
+		return nil
+	}
+	runs := []func() error{runOurs, runCentrifugo}
+	if centrifugoFirst {
+		runs[0], runs[1] = runs[1], runs[0]
+	}
+	for _, run := range runs {
+		if err := run(); err != nil {
+			return err
+		}
 	}
 	fmt.Printf("\n%d connections over 2 nodes, broadcast %d msg/s for %v, %d-byte payload, Redis broker\n\n", conns, rate, duration, size)
 	fmt.Println("| system | connect time | memory per idle connection | delivered/s | delivered / expected | p50 latency | p99 latency | max latency |")
