@@ -458,8 +458,9 @@ func profileHitPath(ctx context.Context, o options, backend, cpus string, load w
 	fmt.Printf("### Hit-path CPU profile\n\n`bench/scaleoutprof` (the gateway as `scaleout serve`, memory layer only, GOMAXPROCS=1, pinned) under the same wrk load for %s: %.0f req/s. Allocation window: `%s`. Profile: `%s`.\n\n",
 		o.profile, w.RPS, strings.TrimSpace(lastLine(string(logb))), cpuOut)
 	for _, args := range [][]string{
-		{"-top", "-nodecount=30"},
-		{"-top", "-cum", "-nodecount=40"},
+		{"-top", "-nodecount=25"},
+		{"-top", "-cum", "-nodecount=25"},
+		{"-top", "-cum", "-focus=gateway.*serveCached", "-nodecount=35"},
 	} {
 		out, err := exec.CommandContext(ctx, "go", append(append([]string{"tool", "pprof"}, args...), o.prof, cpuOut)...).CombinedOutput()
 		if err != nil {
