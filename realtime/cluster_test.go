@@ -14,8 +14,21 @@ import (
 	"github.com/scaleout/scaleout/internal/testenv"
 )
 
-func testPrefix() string {
-	return fmt.Sprintf("scaleout:rt:test:%d:%d", os.Getpid(), time.Now().UnixNano())
+// testPrefix returns a key prefix of its own for a test on the shared Redis
+// at 127.0.0.1:6379, whose keys are deleted when the test ends.
+func testPrefix(t testing.TB) string {
+	prefix := fmt.Sprintf("scaleout:rt:test:%d:%d", os.Getpid(), time.Now().UnixNano())
+	t.Cleanup(func() {
+		rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+		defer rdb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		iter := rdb.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rdb.Del(ctx, iter.Val())
+		}
+	})
+	return prefix
 }
 
 // Nodes as separate processes sharing the Redis at 127.0.0.1:6379.
@@ -23,7 +36,7 @@ func TestClusterRedis(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts node processes")
 	}
-	prefix := testPrefix()
+	prefix := testPrefix(t)
 	env := []string{"RT_PREFIX=" + prefix, "RT_PRESENCE_TTL=2s"}
 	a := startProcNode(t, append(env, "RT_NODE=a")...)
 	b := startProcNode(t, append(env, "RT_NODE=b")...)
@@ -167,7 +180,7 @@ func TestClusterRedisRestart(t *testing.T) {
 		t.Skip("starts node processes")
 	}
 	rs := testenv.StartRedis(t)
-	env := []string{"RT_PREFIX=" + testPrefix(), "RT_REDIS=" + rs.Addr()}
+	env := []string{"RT_PREFIX=" + testPrefix(t), "RT_REDIS=" + rs.Addr()}
 	a := startProcNode(t, append(env, "RT_NODE=a")...)
 	b := startProcNode(t, append(env, "RT_NODE=b")...)
 	ca := dial(t, a.url, token(t, "u", false, "r"))
@@ -235,7 +248,7 @@ func TestClusterRedisRestart(t *testing.T) {
 // meanwhile from the history in Redis.
 func TestRedisPubSubReconnectRecoversGap(t *testing.T) {
 	rs := testenv.StartRedis(t)
-	prefix := testPrefix()
+	prefix := testPrefix(t)
 	newRDB := func() *redis.Client {
 		c := redis.NewClient(&redis.Options{Addr: rs.Addr()})
 		t.Cleanup(func() { c.Close() })

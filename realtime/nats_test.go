@@ -13,7 +13,7 @@ import (
 // Two hubs over the NATS at 127.0.0.1:4222, with histories in the Redis at
 // 127.0.0.1:6379.
 func TestNATSBroker(t *testing.T) {
-	prefix := testPrefix()
+	prefix := testPrefix(t)
 	subject := fmt.Sprintf("scaleout.test.%d", time.Now().UnixNano())
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
 	t.Cleanup(func() { rdb.Close() })
