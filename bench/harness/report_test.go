@@ -69,6 +69,17 @@ func TestTargets(t *testing.T) {
 			},
 		},
 		{
+			name: "efficiency counts CPU used, not throughput",
+			runs: []lbRun{{Cores: 1, Saturation: []summary{
+				{Contender: "scaleout", RPS: stat{Median: 500}, RPSPerCPU: stat{Median: 9000}},
+				{Contender: "nginx", RPS: stat{Median: 1000}, RPSPerCPU: stat{Median: 10000}},
+			}}},
+			want: map[string]bool{
+				"req/s, scaleout ÷ nginx": false, "p99 at saturation, scaleout ÷ nginx": false,
+				"req/s per CPU-core, scaleout ÷ nginx": true,
+			},
+		},
+		{
 			name: "only the 1-core run counts",
 			runs: []lbRun{{Cores: 2, Saturation: []summary{sum("scaleout", 1, 1), sum("nginx", 1000, 1)}}},
 			want: map[string]bool{},
