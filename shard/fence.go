@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -41,7 +42,10 @@ CREATE TABLE IF NOT EXISTS scaleout_shard_changes (
 	bucket   int    NOT NULL,
 	key      text   NOT NULL
 );
-CREATE INDEX IF NOT EXISTS scaleout_shard_changes_bucket ON scaleout_shard_changes (keyspace, bucket, id);
+CREATE INDEX IF NOT EXISTS scaleout_shard_changes_bucket ON scaleout_shard_changes (keyspace, bucket, id);`
+
+// shardFunction is the capture trigger's function.
+const shardFunction = `
 CREATE OR REPLACE FUNCTION scaleout_shard_capture() RETURNS trigger LANGUAGE plpgsql AS $f$
 DECLARE
 	b  int;
@@ -50,6 +54,10 @@ DECLARE
 	i  int;
 BEGIN
 	IF coalesce(current_setting('scaleout.shard_mover', true), '') = 'on' THEN
+		IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+		RETURN NEW;
+	END IF;
+	IF NOT EXISTS (SELECT 1 FROM scaleout_shard_fence f WHERE f.keyspace = TG_ARGV[0]) THEN
 		IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
 		RETURN NEW;
 	END IF;
@@ -76,28 +84,49 @@ END
 $f$;`
 
 // prepareShard installs the fence tables, the trigger function and a
-// trigger on every table, idempotently.
+// trigger on every table, idempotently. What exists is left alone: CREATE
+// INDEX IF NOT EXISTS and CREATE TRIGGER lock tables that live writers
+// use, and doing both in one transaction could deadlock with them.
 func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tables []Table) error {
-	tx, err := db.Begin(ctx)
+	err := pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('scaleout_shard_schema'))`); err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT to_regclass('scaleout_shard_changes_bucket') IS NOT NULL AND to_regclass('scaleout_shard_fence') IS NOT NULL`).Scan(&exists); err != nil {
+			return err
+		}
+		if !exists {
+			if _, err := tx.Exec(ctx, shardSchema); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, shardFunction)
+		return err
+	})
 	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext('scaleout_shard_schema'))`); err != nil {
-		return err
-	}
-	if _, err := tx.Exec(ctx, shardSchema); err != nil {
 		return fmt.Errorf("installing fence schema: %w", err)
 	}
 	for _, t := range tables {
+		call := fmt.Sprintf("scaleout_shard_capture(%s, %s, %s, %s)", literal(keyspace), literal(t.Name), literal(t.BucketColumn), literal(t.KeyColumn))
+		var defs []string
+		rows, err := db.Query(replica.Primary(ctx), `SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'scaleout_shard_capture'`, t.Name)
+		if err == nil {
+			defs, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		if err != nil {
+			return fmt.Errorf("checking trigger on %s: %w", t.Name, err)
+		}
+		if len(defs) == 1 && strings.HasSuffix(defs[0], call) {
+			continue
+		}
 		sql := fmt.Sprintf(`CREATE OR REPLACE TRIGGER scaleout_shard_capture BEFORE INSERT OR UPDATE OR DELETE ON %s
-			FOR EACH ROW EXECUTE FUNCTION scaleout_shard_capture(%s, %s, %s, %s)`,
-			ident(t.Name), literal(keyspace), literal(t.Name), literal(t.BucketColumn), literal(t.KeyColumn))
-		if _, err := tx.Exec(ctx, sql); err != nil {
+			FOR EACH ROW EXECUTE FUNCTION %s`, ident(t.Name), call)
+		if _, err := db.Exec(ctx, sql); err != nil {
 			return fmt.Errorf("installing trigger on %s: %w", t.Name, err)
 		}
 	}
-	return tx.Commit(ctx)
+	return nil
 }
 
 // setFence sets the buckets' fence state on a shard. With wait, it then

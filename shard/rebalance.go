@@ -803,9 +803,24 @@ func (r *moveRun) cleanup(ctx context.Context, b *batch) error {
 // rollback undoes moves that were not flipped: the target's copies are
 // deleted, the source's fence and change log removed, the map unfrozen.
 func (r *moveRun) rollback(ctx context.Context, b *batch) error {
-	_, src, dst, err := r.shards(ctx, b)
+	// Never undo a flip: if the flip's commit went through although its
+	// result was lost, the target holds the only current copy.
+	var flipped int
+	if err := r.rb.store.pool.QueryRow(ctx, `SELECT count(*) FROM scaleout_shard_moves WHERE rebalance_id = $1 AND seq = ANY($2) AND phase IN ('flipped', 'done')`,
+		r.id, b.seqs).Scan(&flipped); err != nil {
+		return fmt.Errorf("shard: rollback of buckets %v: reading the journal: %w", b.buckets, err)
+	}
+	m, src, dst, err := r.shards(ctx, b)
 	if err != nil {
 		return err
+	}
+	for _, bk := range b.buckets {
+		if m.Buckets[bk] == b.to {
+			flipped++
+		}
+	}
+	if flipped > 0 {
+		return fmt.Errorf("shard: buckets %v were flipped to %q; not rolled back, the next Run finishes the move", b.buckets, b.to)
 	}
 	if err := r.publishFrozen(ctx, b.buckets, false); err != nil {
 		return fmt.Errorf("shard: rollback of buckets %v: %w", b.buckets, err)
