@@ -210,8 +210,15 @@ func (h *Hub) Publish(ctx context.Context, channel string, data []byte) (Positio
 	pos, err := h.broker.Publish(ctx, channel, data, PublishOptions{HistorySize: h.cfg.HistorySize, HistoryTTL: h.cfg.HistoryTTL})
 	if err != nil {
 		h.m.localOnly.Add(1)
-		h.deliver(Publication{Channel: channel, Data: data, Time: time.Now()})
-		return Position{}, fmt.Errorf("realtime: publishing to %q (delivered on this node only): %w", channel, err)
+		p := Publication{Channel: channel, Data: data, Time: time.Now(), Position: pos}
+		if pos.Seq != 0 {
+			// Kept in the history but not carried (NATS down, Redis up):
+			// deliver it here in sequence; other nodes recover it later.
+			h.handlePublication(p)
+		} else {
+			h.deliver(p)
+		}
+		return pos, fmt.Errorf("realtime: publishing to %q (delivered on this node only): %w", channel, err)
 	}
 	return pos, nil
 }
