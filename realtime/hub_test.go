@@ -301,3 +301,39 @@ func TestCollector(t *testing.T) {
 		}
 	}
 }
+
+// An app instance publishes through a Hub of its own on the same broker,
+// without running it or serving connections.
+func TestPublishOnlyHub(t *testing.T) {
+	mb := NewMemoryBroker()
+	n := startNode(t, Config{Broker: mb})
+	c := dial(t, n.url, token(t, "alice", false, "orders"))
+	subscribe(t, c, "orders", nil)
+	app, err := NewHub(Config{Broker: mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := app.Publish(context.Background(), "orders", []byte(`{"id":7}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := app.PublishUser(context.Background(), "alice", []byte(`"hi"`)); err != nil {
+		t.Fatal(err)
+	}
+	if f := next(t, c); f.Channel != "orders" || string(f.Data) != `{"id":7}` {
+		t.Fatalf("got %+v", f)
+	}
+	if f := next(t, c); f.User != "alice" {
+		t.Fatalf("got %+v", f)
+	}
+	t.Run("bad input", func(t *testing.T) {
+		if _, err := app.Publish(context.Background(), "orders", []byte(`{x`)); !errors.Is(err, ErrBadData) {
+			t.Errorf("err = %v, want ErrBadData", err)
+		}
+		if _, err := app.Publish(context.Background(), "", []byte(`1`)); err == nil {
+			t.Error("empty channel accepted")
+		}
+		if err := app.PublishUser(context.Background(), "", []byte(`1`)); err == nil {
+			t.Error("empty user accepted")
+		}
+	})
+}
