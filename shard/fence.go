@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/scaleout/scaleout/replica"
 )
@@ -24,10 +25,9 @@ const (
 )
 
 // shardSchema is installed on every shard of a keyspace that a rebalance
-// touches. The trigger function does nothing for buckets without a fence
-// row (one primary-key lookup per written row); for a bucket being moved
-// it logs the written key, and refuses writes to a frozen or moved bucket.
-// The rebalancer's own statements set scaleout.shard_mover and pass.
+// touches: the fences (bucket states) and the change log that each
+// table's capture trigger (captureFunction) consults and fills. The
+// rebalancer's own statements set scaleout.shard_mover and pass.
 const shardSchema = `
 CREATE TABLE IF NOT EXISTS scaleout_shard_fence (
 	keyspace text NOT NULL,
@@ -44,44 +44,55 @@ CREATE TABLE IF NOT EXISTS scaleout_shard_changes (
 );
 CREATE INDEX IF NOT EXISTS scaleout_shard_changes_bucket ON scaleout_shard_changes (keyspace, bucket, id);`
 
-// shardFunction is the capture trigger's function.
+// shardFunction is called by each table's capture trigger for a row
+// whose bucket has a fence: it logs the key of a moving bucket and
+// refuses writes to a frozen or moved one.
 const shardFunction = `
-CREATE OR REPLACE FUNCTION scaleout_shard_capture() RETURNS trigger LANGUAGE plpgsql AS $f$
+CREATE OR REPLACE FUNCTION scaleout_shard_fenced(st text, ks text, tbl text, b int, k text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+	IF st = 'moving' THEN
+		INSERT INTO scaleout_shard_changes (keyspace, tbl, bucket, key) VALUES (ks, tbl, b, k);
+	ELSIF st = 'frozen' THEN
+		RAISE EXCEPTION 'shard: bucket % of keyspace % is in a move''s cutover; retry', b, ks USING ERRCODE = 'SH001';
+	ELSIF st = 'moved' THEN
+		RAISE EXCEPTION 'shard: bucket % of keyspace % moved to another shard; reload the map', b, ks USING ERRCODE = 'SH002';
+	END IF;
+END
+$f$;`
+
+// captureFunction returns the name and the definition of table t's
+// capture trigger function, generated with its columns written out (a
+// generic function reading columns by name through EXECUTE costs several
+// times more per row). Without a fence on the row's bucket it costs one
+// primary-key lookup per written row version.
+func captureFunction(keyspace string, t Table) (name, def string) {
+	name = fmt.Sprintf("scaleout_shard_capture_%016x", xxhash.Sum64String(keyspace+"\x00"+t.Name))
+	ks, tbl := literal(keyspace), literal(t.Name)
+	bcol, kcol := ident(t.BucketColumn), ident(t.KeyColumn)
+	def = fmt.Sprintf(`CREATE OR REPLACE FUNCTION %[1]s() RETURNS trigger LANGUAGE plpgsql AS $f$
 DECLARE
-	b  int;
-	k  text;
 	st text;
-	i  int;
 BEGIN
 	IF coalesce(current_setting('scaleout.shard_mover', true), '') = 'on' THEN
 		IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
 		RETURN NEW;
 	END IF;
-	IF NOT EXISTS (SELECT 1 FROM scaleout_shard_fence f WHERE f.keyspace = TG_ARGV[0]) THEN
-		IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
-		RETURN NEW;
+	IF TG_OP <> 'INSERT' THEN
+		SELECT f.state INTO st FROM scaleout_shard_fence f WHERE f.keyspace = %[2]s AND f.bucket = OLD.%[4]s;
+		IF st IS NOT NULL THEN
+			PERFORM scaleout_shard_fenced(st, %[2]s, %[3]s, OLD.%[4]s, OLD.%[5]s::text);
+		END IF;
 	END IF;
-	FOR i IN 1..2 LOOP
-		CONTINUE WHEN i = 1 AND TG_OP = 'INSERT';
-		CONTINUE WHEN i = 2 AND TG_OP = 'DELETE';
-		IF i = 1 THEN
-			EXECUTE format('SELECT ($1).%I::int, ($1).%I::text', TG_ARGV[2], TG_ARGV[3]) INTO b, k USING OLD;
-		ELSE
-			EXECUTE format('SELECT ($1).%I::int, ($1).%I::text', TG_ARGV[2], TG_ARGV[3]) INTO b, k USING NEW;
-		END IF;
-		SELECT f.state INTO st FROM scaleout_shard_fence f WHERE f.keyspace = TG_ARGV[0] AND f.bucket = b;
-		IF st = 'moving' THEN
-			INSERT INTO scaleout_shard_changes (keyspace, tbl, bucket, key) VALUES (TG_ARGV[0], TG_ARGV[1], b, k);
-		ELSIF st = 'frozen' THEN
-			RAISE EXCEPTION 'shard: bucket % of keyspace % is in a move''s cutover; retry', b, TG_ARGV[0] USING ERRCODE = 'SH001';
-		ELSIF st = 'moved' THEN
-			RAISE EXCEPTION 'shard: bucket % of keyspace % moved to another shard; reload the map', b, TG_ARGV[0] USING ERRCODE = 'SH002';
-		END IF;
-	END LOOP;
 	IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+	SELECT f.state INTO st FROM scaleout_shard_fence f WHERE f.keyspace = %[2]s AND f.bucket = NEW.%[4]s;
+	IF st IS NOT NULL THEN
+		PERFORM scaleout_shard_fenced(st, %[2]s, %[3]s, NEW.%[4]s, NEW.%[5]s::text);
+	END IF;
 	RETURN NEW;
 END
-$f$;`
+$f$`, name, ks, tbl, bcol, kcol)
+	return name, def
+}
 
 // prepareShard installs the fence tables, the trigger function and a
 // trigger on every table, idempotently. What exists is left alone: CREATE
@@ -108,7 +119,11 @@ func prepareShard(ctx context.Context, db *replica.Cluster, keyspace string, tab
 		return fmt.Errorf("installing fence schema: %w", err)
 	}
 	for _, t := range tables {
-		call := fmt.Sprintf("scaleout_shard_capture(%s, %s, %s, %s)", literal(keyspace), literal(t.Name), literal(t.BucketColumn), literal(t.KeyColumn))
+		fn, def := captureFunction(keyspace, t)
+		if _, err := db.Exec(ctx, def); err != nil {
+			return fmt.Errorf("installing trigger function of %s: %w", t.Name, err)
+		}
+		call := fn + "()"
 		var defs []string
 		rows, err := db.Query(replica.Primary(ctx), `SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE tgrelid = $1::regclass AND tgname = 'scaleout_shard_capture'`, t.Name)
 		if err == nil {
