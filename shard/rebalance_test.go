@@ -467,3 +467,56 @@ func TestRebalanceFailedMoveRollsBack(t *testing.T) {
 	}
 	f.verify(t)
 }
+
+func TestAbortRollsBackUnfinishedRebalance(t *testing.T) {
+	f := newItems(t, 2, 16, 2_000)
+	ctx := context.Background()
+	runCtx, kill := context.WithCancel(ctx)
+	defer kill()
+	frozen := 0
+	rb := f.rebalancer(t, RebalanceConfig{Batch: 1, ReadGrace: -1, Progress: func(p Progress) {
+		if p.Phase == "frozen" {
+			if frozen++; frozen == 3 {
+				kill()
+			}
+		}
+	}})
+	if _, err := rb.AddShard(ctx, f.ks, ShardSpec{Name: "s2", Nodes: []string{f.shards[2]}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rb.Run(runCtx, f.ks); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	var out strings.Builder
+	if err := RunRebalance(ctx, RebalanceCommand{MetaDSN: f.meta, Keyspace: f.ks, Abort: true, Logger: quiet,
+		Rebalance: RebalanceConfig{Cluster: clusterConfig()}}, &out); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+	if !strings.Contains(out.String(), "rolled back") {
+		t.Errorf("abort output: %q", out.String())
+	}
+	plan, err := rb.Plan(ctx, f.ks)
+	if err != nil || plan.Resumed {
+		t.Fatalf("after Abort: plan resumed=%v (%v), want no unfinished rebalance", plan.Resumed, err)
+	}
+	m, _ := f.store.Map(ctx, f.ks)
+	moved := 0
+	for _, s := range m.Buckets {
+		if s == "s2" {
+			moved++
+		}
+	}
+	if moved != 2 {
+		t.Errorf("after Abort s2 owns %d buckets, want the 2 moved before the kill", moved)
+	}
+	f.verify(t)
+	// Writes to every bucket work.
+	for o := int64(0); o < 64; o++ {
+		if err := f.router.Do(ctx, IntKey(o), func(db *replica.Cluster) error {
+			_, err := db.Exec(ctx, fmt.Sprintf("UPDATE %s SET val = val WHERE owner = $1", f.table), o)
+			return err
+		}); err != nil {
+			t.Fatalf("write to owner %d after Abort: %v", o, err)
+		}
+	}
+}
