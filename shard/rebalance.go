@@ -20,15 +20,19 @@ import (
 
 // Move is one bucket's move between shards.
 type Move struct {
+	// Bucket is the bucket moved.
 	Bucket int
-	From   string
-	To     string
+	// From and To are the source and target shards' names.
+	From string
+	To   string
 }
 
 // Plan is the list of moves a rebalance makes.
 type Plan struct {
+	// Keyspace is the keyspace rebalanced.
 	Keyspace string
-	Moves    []Move
+	// Moves are every bucket move, done or not.
+	Moves []Move
 	// Resumed is true when the plan is a journaled rebalance that did not
 	// finish, with Done of its moves already complete.
 	Resumed bool
@@ -172,10 +176,16 @@ type Progress struct {
 
 // Report is the outcome of a rebalance run.
 type Report struct {
-	Plan        Plan
-	Moves       int // moves completed by this run
-	RowsCopied  int64
-	Elapsed     time.Duration
+	// Plan is the rebalance's plan.
+	Plan Plan
+	// Moves is how many bucket moves this run completed.
+	Moves int
+	// RowsCopied counts rows copied to targets, catch-up included.
+	RowsCopied int64
+	// Elapsed is the run's duration.
+	Elapsed time.Duration
+	// LongestHold is the longest time one batch's writes were held
+	// (frozen map published to flip committed).
 	LongestHold time.Duration
 }
 

@@ -62,8 +62,11 @@ func (c Config) withDefaults() Config {
 
 // Shard is one shard of the current map: its name and its replica cluster.
 type Shard struct {
+	// Name is the shard's name in the map.
 	Name string
-	DB   *replica.Cluster
+	// DB routes the shard's statements: writes to its primary, reads to
+	// its replicas.
+	DB *replica.Cluster
 }
 
 // Router routes keys of one keyspace to their shards' replica clusters,
