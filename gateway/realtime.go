@@ -44,7 +44,9 @@ func (g *Gateway) openHub(cfg *config.Config) error {
 		PingInterval:      rc.PingInterval.Std(),
 		PongTimeout:       rc.PongTimeout.Std(),
 		PresenceTTL:       rc.PresenceTTL.Std(),
-		Logger:            g.log,
+		// proxy.NewServer sets KeepHijackedConns.
+		ServerKeepsHijackedConns: true,
+		Logger:                   g.log,
 	}
 	var rdb redis.UniversalClient
 	if rc.RedisURL != "" {

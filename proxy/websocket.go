@@ -177,6 +177,9 @@ func (p *Proxy) relayWebSocket(ctx *fasthttp.RequestCtx, x *exchange, pool *bala
 		if err == nil {
 			sent = relay(client, backend)
 		}
+		// The server keeps hijacked connections (KeepHijackedConns, see
+		// NewServer): closing the client side is ours to do.
+		_ = client.Close()
 		_ = backend.Close()
 		p.ws.remove(wc)
 		outcome := balancer.Success
