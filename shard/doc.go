@@ -57,7 +57,10 @@
 //     COPY into the target);
 //  3. catch-up passes re-copy the logged keys (delete on the target, copy
 //     the source's current rows) until few changes remain;
-//  4. cutover: the map is published with the bucket frozen (For waits),
+//  4. the target's replicas are waited for until they have replayed the
+//     copy (RebalanceConfig.ReplicaWait), here and again before the flip,
+//     so that reads routed to them after the flip find every row;
+//     cutover: the map is published with the bucket frozen (For waits),
 //     the source fence turns "frozen" (the trigger refuses writes with
 //     SQLSTATE SH001, so nothing can slip in), a last catch-up empties the
 //     log, and one metadata transaction publishes the map with the bucket

@@ -151,6 +151,13 @@ type RebalanceConfig struct {
 	// Writes to them are refused from the flip on. Other batches move
 	// meanwhile. By default, 1s; negative means none.
 	ReadGrace time.Duration
+	// ReplicaWait bounds the wait, before a batch is frozen and again
+	// before its flip, for the target shard's replicas to replay the rows
+	// copied to its primary, so that reads routed to them after the flip
+	// find every row. A reachable replica still behind after it fails the
+	// batch (rolled back); an unreachable node is skipped (it serves no
+	// reads). By default, 10s.
+	ReplicaWait time.Duration
 	// Progress, if not nil, is called after every step of a move.
 	Progress func(Progress)
 	// Logger receives each move. By default, slog.Default().
@@ -209,6 +216,9 @@ func NewRebalancer(store *Store, cfg RebalanceConfig) *Rebalancer {
 	}
 	if cfg.Batch <= 0 {
 		cfg.Batch = 16
+	}
+	if cfg.ReplicaWait <= 0 {
+		cfg.ReplicaWait = 10 * time.Second
 	}
 	if cfg.ReadGrace == 0 {
 		cfg.ReadGrace = time.Second
@@ -444,6 +454,7 @@ func (rb *Rebalancer) Run(ctx context.Context, keyspace string) (Report, error) 
 	}
 	run := &moveRun{rb: rb, id: id, keyspace: keyspace, tables: tables, prepared: map[string]bool{}, start: start,
 		total: len(jm), done: rep.Plan.Done, doneAtStart: rep.Plan.Done, report: &rep, cols: map[string]string{}}
+	defer run.closeNodes()
 	rb.metrics.start(len(jm), rep.Plan.Done)
 	defer rb.metrics.stop()
 	fail := func(err error) (Report, error) {
@@ -598,6 +609,7 @@ type moveRun struct {
 	done        int
 	doneAtStart int
 	report      *Report
+	nodes       map[string]*pgx.Conn // direct connections for waitReplicas
 }
 
 func (r *moveRun) finished(b *batch) {
@@ -710,6 +722,9 @@ func (r *moveRun) move(ctx context.Context, b *batch) (err error) {
 			break
 		}
 	}
+	if err := r.waitReplicas(ctx, m, b.to, dst); err != nil {
+		return err
+	}
 	// Cutover: hold the buckets' writes, catch up with the last ones, flip.
 	if err := r.setPhase(ctx, b, "frozen"); err != nil {
 		return err
@@ -733,6 +748,9 @@ func (r *moveRun) move(ctx context.Context, b *batch) (err error) {
 		if n == 0 {
 			break
 		}
+	}
+	if err := r.waitReplicas(ctx, m, b.to, dst); err != nil {
+		return err
 	}
 	if err := r.flip(ctx, b); err != nil {
 		return err
@@ -965,4 +983,80 @@ func (r *moveRun) catchUp(ctx context.Context, src, dst *replica.Cluster, bucket
 		return 0, fmt.Errorf("trimming change log: %w", err)
 	}
 	return len(all), nil
+}
+
+// waitReplicas waits until every reachable replica of the named shard has
+// replayed its primary's WAL up to now (replica.Cluster.Token), asking
+// each node directly (the cluster's own lag figures are as old as its
+// last check).
+func (r *moveRun) waitReplicas(ctx context.Context, m *Map, shardName string, db *replica.Cluster) error {
+	si := m.shardIndex(shardName)
+	if si < 0 || len(m.Shards[si].Nodes) < 2 {
+		return nil // a lone primary
+	}
+	tok, err := db.Token(ctx)
+	if err != nil {
+		return fmt.Errorf("shard: WAL position of %q: %w", shardName, err)
+	}
+	deadline := time.Now().Add(r.rb.cfg.ReplicaWait)
+	for _, dsn := range m.Shards[si].Nodes {
+		conn, err := r.nodeConn(ctx, dsn)
+		if err != nil {
+			r.rb.cfg.Logger.Warn("shard: node unreachable, not waiting for it to replay the copy", "shard", shardName, "err", err)
+			continue
+		}
+		for {
+			var standby, reached bool
+			err := conn.QueryRow(ctx, `SELECT pg_is_in_recovery(), coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)`, tok.String()).Scan(&standby, &reached)
+			if err != nil {
+				r.dropNodeConn(ctx, dsn)
+				r.rb.cfg.Logger.Warn("shard: node unreachable, not waiting for it to replay the copy", "shard", shardName, "err", err)
+				break
+			}
+			if !standby || reached {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("shard: a replica of %q has not replayed the copied rows (WAL %s) after %s", shardName, tok, r.rb.cfg.ReplicaWait)
+			}
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return nil
+}
+
+// nodeConn returns the run's connection to one node, opening it.
+func (r *moveRun) nodeConn(ctx context.Context, dsn string) (*pgx.Conn, error) {
+	if c := r.nodes[dsn]; c != nil && !c.IsClosed() {
+		return c, nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(cctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if r.nodes == nil {
+		r.nodes = map[string]*pgx.Conn{}
+	}
+	r.nodes[dsn] = c
+	return c, nil
+}
+
+func (r *moveRun) dropNodeConn(ctx context.Context, dsn string) {
+	if c := r.nodes[dsn]; c != nil {
+		c.Close(context.WithoutCancel(ctx))
+		delete(r.nodes, dsn)
+	}
+}
+
+// closeNodes closes the run's node connections.
+func (r *moveRun) closeNodes() {
+	for dsn := range r.nodes {
+		r.dropNodeConn(context.Background(), dsn)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/scaleout/scaleout/internal/testenv"
 	"github.com/scaleout/scaleout/replica"
 )
 
@@ -519,4 +520,43 @@ func TestAbortRollsBackUnfinishedRebalance(t *testing.T) {
 			t.Fatalf("write to owner %d after Abort: %v", o, err)
 		}
 	}
+}
+
+// A shard with a streaming replica: after the flip, reads routed to the
+// replica find every moved row, because the flip waits for the replica
+// to replay the copy.
+func TestRebalanceToShardWithReplica(t *testing.T) {
+	pg := testenv.StartPostgresCluster(t, 1)
+	f := newItems(t, 2, 16, 2_000)
+	ctx := context.Background()
+	execAll(t, pg.DSNs()[:1], fmt.Sprintf(`CREATE TABLE %s (id bigint PRIMARY KEY, owner bigint NOT NULL, bucket int NOT NULL, val bigint NOT NULL);
+		CREATE INDEX ON %[1]s (bucket)`, f.table))
+	rb := f.rebalancer(t, RebalanceConfig{ReadGrace: -1})
+	if _, err := rb.AddShard(ctx, f.ks, ShardSpec{Name: "r2", Nodes: pg.DSNs()}); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := rb.Run(ctx, f.ks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := f.store.Map(ctx, f.ks)
+	waitFor(t, "router follows the last map", func() bool { return f.router.Version() == m.Version })
+	checked := 0
+	for id, o := range f.owner {
+		if m.Buckets[f.router.Bucket(IntKey(o))] != "r2" {
+			continue
+		}
+		db, _ := f.router.ForRead(ctx, IntKey(o))
+		var val int64
+		if err := db.QueryRow(ctx, fmt.Sprintf("SELECT val FROM %s WHERE id = $1", f.table), id).Scan(&val); err != nil || val != f.expect[id] {
+			t.Fatalf("read of moved row %d through the router: %d, %v; want %d", id, val, err, f.expect[id])
+		}
+		checked++
+	}
+	st := f.router.Shards()[2].DB.Status()
+	t.Logf("moved %d rows in %s; read %d of them back through the router, the replica served %d queries", rep.RowsCopied, rep.Elapsed, checked, st.Nodes[1].Queries)
+	if checked == 0 || st.Nodes[1].Queries == 0 {
+		t.Errorf("checked %d rows, replica served %d queries; want both > 0", checked, st.Nodes[1].Queries)
+	}
+	f.verify(t)
 }
