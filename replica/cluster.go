@@ -26,12 +26,17 @@ type Cluster struct {
 	readsToPrimary atomic.Uint64
 	noPrimary      atomic.Uint64
 
-	history walHistory    // the primary's positions over time; checker only
-	kick    chan struct{} // asks the checker for an early check
+	history walHistory      // the primary's positions over time; checker only
+	kick    chan struct{}   // asks the checker for an early check
+	life    context.Context // cancelled by Close
 	cancel  context.CancelFunc
 	done    chan struct{}
 	closed  atomic.Bool
 	once    sync.Once
+
+	bgMu     sync.Mutex     // orders bg.Add against Close's bg.Wait
+	bgClosed bool           // guarded by bgMu
+	bg       sync.WaitGroup // confirmations in flight
 }
 
 // routing is the immutable outcome of one check round, swapped atomically.
@@ -85,10 +90,9 @@ func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 			connCfg: pcfg.ConnConfig.Copy(),
 		})
 	}
+	c.life, c.cancel = context.WithCancel(context.Background())
 	c.checkAll(ctx)
-	lctx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	go c.loop(lctx)
+	go c.loop(c.life)
 	return c, nil
 }
 
@@ -99,6 +103,10 @@ func (c *Cluster) Close() {
 		c.closed.Store(true)
 		c.cancel()
 		<-c.done
+		c.bgMu.Lock()
+		c.bgClosed = true
+		c.bgMu.Unlock()
+		c.bg.Wait()
 		c.closeNodes()
 	})
 }
@@ -266,15 +274,64 @@ func (c *Cluster) nodeFailed(n *node) {
 	}
 }
 
+// confirmTimeout bounds the fresh connection that confirms a node gone.
+func (c *Cluster) confirmTimeout() time.Duration {
+	return min(c.cfg.CheckTimeout, time.Second)
+}
+
+// suspect reacts to a statement that lost its connection to n. A lost
+// connection is not a lost node (pg_terminate_backend, a pooler or
+// firewall dropping an idle connection), so n stays in routing while a
+// fresh connection, off the caller's path, confirms it: if that fails
+// too, n is taken out (nodeFailed). Meanwhile reads avoid n when another
+// node can serve them; writes keep going to it, each on a connection of
+// its own, since a dead primary fails them fast at connect anyway.
+func (c *Cluster) suspect(n *node) {
+	if n.down.Load() || !n.suspect.CompareAndSwap(false, true) {
+		return
+	}
+	c.bgMu.Lock()
+	if c.bgClosed {
+		c.bgMu.Unlock()
+		n.suspect.Store(false)
+		return
+	}
+	c.bg.Add(1)
+	c.bgMu.Unlock()
+	go func() {
+		defer c.bg.Done()
+		defer n.suspect.Store(false)
+		ctx, cancel := context.WithTimeout(c.life, c.confirmTimeout())
+		defer cancel()
+		err := n.alive(ctx)
+		if c.life.Err() != nil {
+			return
+		}
+		if err != nil {
+			c.cfg.Logger.Warn("replica: node unreachable after a statement lost its connection", "node", n.addr, "err", err)
+			c.nodeFailed(n)
+		}
+	}()
+}
+
 // observe counts a statement's outcome on n and reacts to n going away.
+// A failed connect (from Acquire: no connection could be opened) takes n
+// out at once; a statement that lost an established connection makes n
+// suspect until a fresh connection confirms it is gone or not.
 func (c *Cluster) observe(ctx context.Context, n *node, err error) {
 	if err == nil {
 		return
 	}
 	n.errs.Add(1)
-	if nodeGone(ctx, err) {
-		c.nodeFailed(n)
+	if !nodeGone(ctx, err) {
+		return
 	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		c.nodeFailed(n)
+		return
+	}
+	c.suspect(n)
 }
 
 // writeNode returns the primary, or ErrNoPrimary.
@@ -325,7 +382,7 @@ func (c *Cluster) pickReplica(rot []*node, tok uint64, except *node) *node {
 		return nil
 	}
 	eligible := func(n *node) bool {
-		return n != except && !n.down.Load() && n.replayLSN.Load() >= tok
+		return n != except && !n.down.Load() && !n.suspect.Load() && n.replayLSN.Load() >= tok
 	}
 	if c.cfg.Balance == LeastLatency {
 		var best *node
@@ -378,12 +435,21 @@ func (c *Cluster) Exec(ctx context.Context, sql string, args ...any) (pgconn.Com
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	defer conn.Release()
 	tag, err := conn.Exec(ctx, sql, args...)
+	conn.Release()
 	c.observe(ctx, n, err)
 	if err != nil && nodeGone(ctx, err) && pgconn.SafeToRetry(err) {
-		c.noPrimary.Add(1)
-		return tag, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
+		// Nothing was sent: once more, on another connection.
+		if n, conn, err = c.acquireWrite(ctx); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		tag, err = conn.Exec(ctx, sql, args...)
+		conn.Release()
+		c.observe(ctx, n, err)
+		if err != nil && nodeGone(ctx, err) && pgconn.SafeToRetry(err) {
+			c.noPrimary.Add(1)
+			return tag, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
+		}
 	}
 	return tag, err
 }
@@ -402,16 +468,25 @@ func (c *Cluster) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, erro
 	if err != nil {
 		return nil, err
 	}
-	t, err := conn.BeginTx(ctx, opts)
-	if err != nil {
+	for attempt := 0; ; attempt++ {
+		t, err := conn.BeginTx(ctx, opts)
+		if err == nil {
+			return &tx{Tx: t, conn: conn}, nil
+		}
 		conn.Release()
 		c.observe(ctx, n, err)
-		if nodeGone(ctx, err) && pgconn.SafeToRetry(err) {
+		if !nodeGone(ctx, err) || !pgconn.SafeToRetry(err) {
+			return nil, err
+		}
+		if attempt > 0 {
+			c.noPrimary.Add(1)
 			return nil, fmt.Errorf("%w: %s: %w", ErrNoPrimary, n.addr, err)
 		}
-		return nil, err
+		// Nothing was sent: once more, on another connection.
+		if n, conn, err = c.acquireWrite(ctx); err != nil {
+			return nil, err
+		}
 	}
-	return &tx{Tx: t, conn: conn}, nil
 }
 
 // tx releases its pool connection when it ends, like pgxpool's.

@@ -367,9 +367,14 @@ func TestReadRetriedOnceAfterReplicaKilled(t *testing.T) {
 			t.Fatalf("read %d ran on %d, want the surviving replica %d", i, port, survivor)
 		}
 	}
-	st := nodeStatus(t, c, victim)
-	if st.Retries != 1 || st.Healthy || st.InRotation {
-		t.Fatalf("killed replica: %+v; want exactly 1 read retried elsewhere, then out of rotation", st)
+	// The failed read makes the replica suspect (no more reads there) and a
+	// fresh connection, off the reader's path, confirms it gone.
+	waitFor(t, 5*time.Second, "the killed replica out of rotation", func() bool {
+		st := nodeStatus(t, c, victim)
+		return !st.Healthy && !st.InRotation
+	})
+	if st := nodeStatus(t, c, victim); st.Retries != 1 {
+		t.Fatalf("killed replica: %+v; want exactly 1 read retried elsewhere", st)
 	}
 }
 

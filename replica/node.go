@@ -53,7 +53,8 @@ type node struct {
 	// saturated pool does not fail them; only the checker touches it.
 	checkConn *pgx.Conn
 
-	down      atomic.Bool   // a statement found it gone; cleared by a good check
+	down      atomic.Bool   // confirmed gone after a statement failed; cleared by a good check
+	suspect   atomic.Bool   // a statement lost its connection; a confirmation is running
 	replayLSN atomic.Uint64 // replica: last replayed LSN seen by a check
 	rtt       atomic.Int64  // moving average of round trips, ns
 	queries   atomic.Uint64
@@ -114,23 +115,33 @@ const checkSQL = `select pg_is_in_recovery(),
 // check runs checkSQL on the node's dedicated connection, reconnecting
 // if needed. Only the checker goroutine calls it.
 func (n *node) check(ctx context.Context) probe {
-	if n.checkConn == nil || n.checkConn.IsClosed() {
-		conn, err := pgx.ConnectConfig(ctx, n.connCfg)
-		if err != nil {
-			return probe{err: fmt.Errorf("connecting: %w", err)}
-		}
-		n.checkConn = conn
-	}
-	start := time.Now()
 	var (
 		p             probe
 		lsn, received string
+		start         time.Time
 	)
-	err := n.checkConn.QueryRow(ctx, checkSQL).Scan(&p.inRecovery, &lsn, &received, &p.replaySecs)
-	if err != nil {
+	// A check connection that was dropped (pg_terminate_backend, a
+	// restarted pooler) while the node is fine must not fail the check:
+	// one more try on a fresh connection.
+	for attempt := 0; ; attempt++ {
+		fresh := false
+		if n.checkConn == nil || n.checkConn.IsClosed() {
+			conn, err := pgx.ConnectConfig(ctx, n.connCfg)
+			if err != nil {
+				return probe{err: fmt.Errorf("connecting: %w", err)}
+			}
+			n.checkConn, fresh = conn, true
+		}
+		start = time.Now()
+		err := n.checkConn.QueryRow(ctx, checkSQL).Scan(&p.inRecovery, &lsn, &received, &p.replaySecs)
+		if err == nil {
+			break
+		}
 		_ = n.checkConn.Close(context.Background())
 		n.checkConn = nil
-		return probe{err: err}
+		if fresh || attempt > 0 || ctx.Err() != nil {
+			return probe{err: err}
+		}
 	}
 	n.observeRTT(time.Since(start))
 	t, err := ParseToken(lsn)
@@ -145,6 +156,18 @@ func (n *node) check(ctx context.Context) probe {
 	}
 	p.ok = true
 	return p
+}
+
+// alive reports whether a fresh connection to the node can be opened and
+// answers a ping within ctx: the confirmation that a node whose connection
+// was lost is still there.
+func (n *node) alive(ctx context.Context) error {
+	conn, err := pgx.ConnectConfig(ctx, n.connCfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	return conn.Ping(ctx)
 }
 
 func (n *node) close() {

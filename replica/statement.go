@@ -1,6 +1,8 @@
 package replica
 
 import (
+	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -204,6 +206,26 @@ func isIdentStart(c byte) bool {
 	return c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c >= 0x80
 }
 
+// isPlain reports whether c may continue a run of bytes that start no
+// token the rule looks at: digits, spaces and operator characters other
+// than '-' and '/' (which may open a comment).
+func isPlain(c byte) bool {
+	switch {
+	case c < 64:
+		return plainLo>>c&1 != 0
+	case c < 128:
+		return plainHi>>(c-64)&1 != 0
+	}
+	return false
+}
+
+// plainLo and plainHi are the bytes isPlain accepts, as bit sets of
+// 0-63 and 64-127: the spaces, digits and ,.+*=<>!:[]%^|&~#@?
+const (
+	plainLo uint64 = 0xf7ff5c6b00003e00
+	plainHi uint64 = 0x5000000068000001
+)
+
 func isIdentCont(c byte) bool {
 	return isIdentStart(c) || '0' <= c && c <= '9' || c == '$'
 }
@@ -218,8 +240,10 @@ func (lx *lexer) next() (tk token, ok bool) {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
 			lx.pos++
 		case c == '-' && lx.pos+1 < len(s) && s[lx.pos+1] == '-':
-			for lx.pos < len(s) && s[lx.pos] != '\n' && s[lx.pos] != '\r' {
-				lx.pos++
+			if i := strings.IndexAny(s[lx.pos:], "\n\r"); i >= 0 {
+				lx.pos += i
+			} else {
+				lx.pos = len(s)
 			}
 		case c == '/' && lx.pos+1 < len(s) && s[lx.pos+1] == '*':
 			depth := 0
@@ -280,8 +304,13 @@ func (lx *lexer) next() (tk token, ok bool) {
 			lx.pos++
 			return token{kind: tkSemicolon}, true
 		default:
-			// Numbers, operators, punctuation: one byte at a time is enough.
+			// Numbers, operators, punctuation: the rule needs none of
+			// them, so a run of them (and the spaces between) is one
+			// token, which keeps long IN lists and VALUES cheap.
 			lx.pos++
+			for lx.pos < len(s) && isPlain(s[lx.pos]) {
+				lx.pos++
+			}
 			return token{kind: tkOther}, true
 		}
 	}
@@ -292,6 +321,21 @@ func (lx *lexer) next() (tk token, ok bool) {
 // been consumed; backslash escapes apply in E'…' strings.
 func (lx *lexer) skipString(backslash bool) bool {
 	s := lx.s
+	if !backslash {
+		for {
+			i := strings.IndexByte(s[lx.pos:], '\'')
+			if i < 0 {
+				lx.pos = len(s)
+				return false
+			}
+			lx.pos += i + 1
+			if lx.pos < len(s) && s[lx.pos] == '\'' {
+				lx.pos++ // '' is a quote inside the literal
+				continue
+			}
+			return true
+		}
+	}
 	for lx.pos < len(s) {
 		c := s[lx.pos]
 		switch {
@@ -346,27 +390,85 @@ func (lx *lexer) dollar() (token, bool) {
 
 // Limits of a Cluster's statement cache.
 const (
+	// stmtCacheEntries bounds the statements remembered; when it is
+	// reached the cache is emptied and refills with the statements in use.
 	stmtCacheEntries = 4096
-	stmtCacheMaxLen  = 4096
+	// stmtCacheKeyLen is the longest statement kept as its own key; longer
+	// ones are keyed by a 128-bit hash of their text and their length, so
+	// the cache holds at most stmtCacheEntries × stmtCacheKeyLen bytes of
+	// statement text whatever the statements' size.
+	stmtCacheKeyLen = 1024
 )
 
+// stmtKey is the cache key of a statement longer than stmtCacheKeyLen: two
+// independently seeded 64-bit hashes of its text, and its length. Two
+// different statements collide with probability about 2^-128.
+type stmtKey struct {
+	h1, h2 uint64
+	n      int
+}
+
 // stmtCache remembers IsReadOnly's answer for the statements an app runs
-// (parameterised statements repeat), bounded in entries and statement
-// length: once full, new statements are classified on every call.
+// (parameterised statements repeat, and so do long generated ones such as
+// IN lists), bounded in entries and in memory. Its zero value is ready.
 type stmtCache struct {
-	m sync.Map // string -> bool
-	n atomic.Int32
+	m     sync.Map // statements up to stmtCacheKeyLen: string -> bool
+	n     atomic.Int32
+	once  sync.Once
+	seeds [2]maphash.Seed
+
+	mu   sync.RWMutex
+	long map[stmtKey]bool // longer statements; guarded by mu
 }
 
 func (sc *stmtCache) readOnly(sql string) bool {
+	if len(sql) > stmtCacheKeyLen {
+		return sc.readOnlyLong(sql)
+	}
 	if v, ok := sc.m.Load(sql); ok {
 		return v.(bool)
 	}
 	ro := IsReadOnly(sql)
-	if len(sql) <= stmtCacheMaxLen && sc.n.Load() < stmtCacheEntries {
-		if _, loaded := sc.m.LoadOrStore(sql, ro); !loaded {
-			sc.n.Add(1)
-		}
+	if _, loaded := sc.m.LoadOrStore(sql, ro); !loaded {
+		sc.added()
 	}
 	return ro
+}
+
+func (sc *stmtCache) readOnlyLong(sql string) bool {
+	sc.once.Do(func() { sc.seeds = [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()} })
+	k := stmtKey{maphash.String(sc.seeds[0], sql), maphash.String(sc.seeds[1], sql), len(sql)}
+	sc.mu.RLock()
+	ro, ok := sc.long[k]
+	sc.mu.RUnlock()
+	if ok {
+		return ro
+	}
+	ro = IsReadOnly(sql)
+	sc.mu.Lock()
+	if sc.long == nil {
+		sc.long = make(map[stmtKey]bool)
+	}
+	_, ok = sc.long[k]
+	sc.long[k] = ro
+	sc.mu.Unlock()
+	if !ok {
+		sc.added()
+	}
+	return ro
+}
+
+// added counts a new entry and, past stmtCacheEntries, empties the cache
+// so that it refills with the statements in use now. Entries stored
+// concurrently with the reset may go uncounted: the bound may be passed
+// by the number of concurrent callers, no more.
+func (sc *stmtCache) added() {
+	if sc.n.Add(1) <= stmtCacheEntries {
+		return
+	}
+	sc.m.Clear()
+	sc.mu.Lock()
+	clear(sc.long)
+	sc.mu.Unlock()
+	sc.n.Store(0)
 }

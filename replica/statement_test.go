@@ -166,8 +166,8 @@ func TestStmtCache(t *testing.T) {
 	for i := range stmtCacheEntries + 10 {
 		sc.readOnly(fmt.Sprintf("select %d", i))
 	}
-	if sc.n.Load() != stmtCacheEntries {
-		t.Fatalf("cache grew to %d, want at most %d", sc.n.Load(), stmtCacheEntries)
+	if n := sc.n.Load(); n > stmtCacheEntries || n == 0 {
+		t.Fatalf("cache holds %d statements, want 1 to %d", n, stmtCacheEntries)
 	}
 	if sc.readOnly("select 99999999") != true || sc.readOnly("delete from t where id = 99999999") != false {
 		t.Fatal("a full cache answers wrongly")
