@@ -44,6 +44,7 @@ type routing struct {
 	primary  *node   // nil: no primary
 	rotation []*node // replicas serving reads
 	why      string  // why there is no primary
+	dup      string  // the same server is listed twice in Config.Nodes
 }
 
 // Open creates a pool per node, runs the first role check (bounded by ctx
@@ -54,6 +55,9 @@ type routing struct {
 func Open(ctx context.Context, cfg Config) (*Cluster, error) {
 	if len(cfg.Nodes) == 0 {
 		return nil, errors.New("replica: Config.Nodes is empty")
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("replica: Open: %w", err)
 	}
 	cfg = cfg.withDefaults()
 	c := &Cluster{cfg: cfg, kick: make(chan struct{}, 1), done: make(chan struct{})}
@@ -177,8 +181,7 @@ func (c *Cluster) checkAll(ctx context.Context) {
 	case 0:
 		r.why = "no reachable node reports pg_is_in_recovery() = false"
 	default:
-		r.primary = nil
-		r.why = fmt.Sprintf("%d nodes report pg_is_in_recovery() = false; refusing writes until one is demoted", len(primaries))
+		r.primary, r.why, r.dup = c.samePrimary(ctx, primaries)
 	}
 
 	now := time.Now()
@@ -188,11 +191,16 @@ func (c *Cluster) checkAll(ctx context.Context) {
 		switch {
 		case r.primary != nil:
 			c.cfg.Logger.Warn("replica: primary found", "node", r.primary.addr)
+		case r.dup != "":
+			c.cfg.Logger.Error("replica: the same server is listed more than once in Config.Nodes; writes refused", "reason", r.why)
 		case len(primaries) > 1:
 			c.cfg.Logger.Error("replica: more than one node claims to be the primary; writes refused", "nodes", len(primaries))
 		default:
 			c.cfg.Logger.Error("replica: no primary; writes refused", "reason", r.why)
 		}
+	}
+	if r.dup != "" && r.primary != nil && r.dup != prev.dup {
+		c.cfg.Logger.Warn("replica: the same server is listed more than once in Config.Nodes; using it once", "detail", r.dup)
 	}
 	if r.primary != nil {
 		c.history.add(now, primaryLSN)
@@ -228,8 +236,11 @@ func (c *Cluster) checkAll(ctx context.Context) {
 				}
 			} else {
 				st.role = RolePrimary
-				if len(primaries) > 1 {
+				switch {
+				case r.primary == nil && len(primaries) > 1:
 					st.lastErr = r.why
+				case r.primary != nil && r.primary != n:
+					st.lastErr = r.dup
 				}
 			}
 		} else {
@@ -245,6 +256,54 @@ func (c *Cluster) checkAll(ctx context.Context) {
 		c.logChange(n, old, st)
 	}
 	c.route.Store(r)
+}
+
+// samePrimary decides between several nodes that report not being in
+// recovery. Listing one server twice in Config.Nodes (as 127.0.0.1 and as
+// localhost, say) is not a split brain: nodes whose server has the same
+// identity (system identifier and postmaster start time; a promoted
+// replica shares the first but not the second) are that one server. If
+// they all are one server under one database, it is the primary, used
+// once, and dup says so; under different databases, writes are refused
+// with a message naming the entries. Otherwise writes are refused until
+// all but one are demoted. Only the checker calls it.
+func (c *Cluster) samePrimary(ctx context.Context, primaries []*node) (primary *node, why, dup string) {
+	ids := make([]string, len(primaries))
+	for i, n := range primaries {
+		cctx, cancel := context.WithTimeout(ctx, c.cfg.CheckTimeout)
+		ids[i], _ = n.identity(cctx)
+		cancel()
+	}
+	index := func(n *node) int {
+		for i, m := range c.nodes {
+			if m == n {
+				return i
+			}
+		}
+		return -1
+	}
+	one := true
+	for i := 1; i < len(primaries); i++ {
+		if ids[i] == "" || ids[i] != ids[0] || primaries[i].connCfg.Database != primaries[0].connCfg.Database {
+			one = false
+		}
+	}
+	if one && ids[0] != "" {
+		a, b := primaries[0], primaries[1]
+		return a, "", fmt.Sprintf("Config.Nodes[%d] (%s) and Config.Nodes[%d] (%s) are the same server (%s)",
+			index(a), a.addr, index(b), b.addr, ids[0])
+	}
+	for i := range primaries {
+		for j := i + 1; j < len(primaries); j++ {
+			if ids[i] != "" && ids[i] == ids[j] {
+				a, b := primaries[i], primaries[j]
+				msg := fmt.Sprintf("Config.Nodes[%d] (%s) and Config.Nodes[%d] (%s) are the same server (%s) listed twice in Config.Nodes, with different databases; list each server once",
+					index(a), a.addr, index(b), b.addr, ids[i])
+				return nil, msg, msg
+			}
+		}
+	}
+	return nil, fmt.Sprintf("%d nodes report pg_is_in_recovery() = false; refusing writes until one is demoted", len(primaries)), ""
 }
 
 func (c *Cluster) logChange(n *node, old, st nodeState) {

@@ -158,6 +158,20 @@ func (n *node) check(ctx context.Context) probe {
 	return p
 }
 
+// identity returns what tells one server from another: its system
+// identifier (shared by a primary and the replicas cloned from it) and its
+// postmaster's start time, on the check connection. Only the checker calls
+// it, after a successful check.
+func (n *node) identity(ctx context.Context) (string, error) {
+	if n.checkConn == nil {
+		return "", errors.New("no check connection")
+	}
+	var id string
+	err := n.checkConn.QueryRow(ctx, `select 'system identifier ' || system_identifier || ', started ' || pg_postmaster_start_time()
+		from pg_control_system()`).Scan(&id)
+	return id, err
+}
+
 // alive reports whether a fresh connection to the node can be opened and
 // answers a ping within ctx: the confirmation that a node whose connection
 // was lost is still there.

@@ -189,3 +189,145 @@ func TestLongStatementsCached(t *testing.T) {
 		t.Fatal("the cache answers wrongly after an eviction")
 	}
 }
+
+// TestOpenCancelledContext: Open with a context already done fails with
+// the context's error rather than opening a Cluster that knows no node.
+func TestOpenCancelledContext(t *testing.T) {
+	pg := sharedPG(t)
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, tc := range []struct {
+		name string
+		ctx  context.Context
+		want error
+	}{
+		{"cancelled", cancelled, context.Canceled},
+		{"deadline passed", expired, context.DeadlineExceeded},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Open(tc.ctx, Config{Nodes: pg.DSNs()})
+			if err == nil {
+				c.Close()
+				t.Fatal("Open with a done context returned no error")
+			}
+			if !errors.Is(err, tc.want) || c != nil {
+				t.Fatalf("Open = %v, %v; want nil and an error wrapping %v", c, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSameServerListedTwice: one server listed twice in Config.Nodes under
+// two spellings of its address is one primary, not two; under two database
+// names, writes are refused with a message saying what is wrong.
+func TestSameServerListedTwice(t *testing.T) {
+	pg := sharedPG(t)
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, pg.DSN(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	const otherDB = "replica_same_server_test"
+	var exists bool
+	if err := admin.QueryRow(ctx, "select exists (select from pg_database where datname = $1)", otherDB).Scan(&exists); err != nil {
+		t.Fatal(err)
+	}
+	if !exists {
+		if _, err := admin.Exec(ctx, "create database "+otherDB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(context.Background(), pg.DSN(0))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer conn.Close(context.Background())
+		if _, err := conn.Exec(context.Background(), "drop database if exists "+otherDB+" with (force)"); err != nil {
+			t.Error(err)
+		}
+	})
+	localhost := strings.Replace(pg.DSN(0), "127.0.0.1", "localhost", 1)
+	otherDSN := strings.Replace(pg.DSN(0), "/postgres?", "/"+otherDB+"?", 1)
+	if localhost == pg.DSN(0) || otherDSN == pg.DSN(0) {
+		t.Fatalf("cannot respell %q", pg.DSN(0))
+	}
+
+	tests := []struct {
+		name      string
+		nodes     []string
+		wantWrite bool   // writes go through
+		wantMsg   string // else, in the ErrNoPrimary error
+	}{
+		{"127.0.0.1 and localhost", []string{pg.DSN(0), localhost, pg.DSN(1)}, true, ""},
+		{"two databases", []string{pg.DSN(0), pg.DSN(1), otherDSN}, false,
+			"Config.Nodes[0] (127.0.0.1:" + strconv.Itoa(pg.Port(0)) + "/postgres) and Config.Nodes[2]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := open(t, Config{Nodes: tc.nodes})
+			_, err := c.Exec(ctx, "select 1")
+			if tc.wantWrite {
+				if err != nil {
+					t.Fatalf("write with the primary listed twice: %v", err)
+				}
+				if st := c.Status(); st.Primary == "" {
+					t.Fatalf("no primary: %+v", st)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNoPrimary) || !strings.Contains(err.Error(), tc.wantMsg) ||
+				!strings.Contains(err.Error(), "same server") || !strings.Contains(err.Error(), "listed twice in Config.Nodes") {
+				t.Fatalf("write = %v; want ErrNoPrimary saying %q is the same server listed twice", err, tc.wantMsg)
+			}
+		})
+	}
+}
+
+// TestAdminFunctionsGoToPrimary: a SELECT calling an administration
+// function that acts on the server it runs on is not read-only, so it runs
+// on the primary rather than on whichever replica the rotation picks.
+func TestAdminFunctionsGoToPrimary(t *testing.T) {
+	tests := []struct {
+		name string
+		sql  string
+		run  bool // safe to run against the shared cluster
+	}{
+		{"pg_terminate_backend", "select inet_server_port(), pg_terminate_backend(0)", true},
+		{"pg_cancel_backend", "select inet_server_port(), pg_cancel_backend(0)", true},
+		{"pg_reload_conf", "select inet_server_port(), pg_reload_conf()", true},
+		{"set_config", "select inet_server_port(), set_config('application_name', 'x', true)", true},
+		{"upper case", "SELECT inet_server_port(), PG_RELOAD_CONF()", true},
+		{"pg_stat_reset", "select pg_stat_reset()", false},
+		{"pg_stat_reset_shared", "select pg_stat_reset_shared('bgwriter')", false},
+		{"pg_wal_replay_pause", "select pg_wal_replay_pause()", false},
+		{"pg_wal_replay_resume", "select pg_wal_replay_resume()", false},
+		{"pg_rotate_logfile", "select pg_rotate_logfile()", false},
+		{"pg_promote", "select pg_promote()", false},
+		{"pg_log_backend_memory_contexts", "select pg_log_backend_memory_contexts(1)", false},
+	}
+	pg := sharedPG(t)
+	c, primary := open(t, Config{Nodes: pg.DSNs()}), pg.Port(0)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if IsReadOnly(tc.sql) {
+				t.Fatalf("IsReadOnly(%q) = true, want false", tc.sql)
+			}
+			if !tc.run {
+				return
+			}
+			var port int
+			var ignored any
+			if err := c.QueryRow(context.Background(), tc.sql).Scan(&port, &ignored); err != nil {
+				t.Fatal(err)
+			}
+			if port != primary {
+				t.Fatalf("%q ran on port %d, want the primary %d", tc.sql, port, primary)
+			}
+		})
+	}
+}

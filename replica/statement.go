@@ -31,13 +31,21 @@ import (
 //     standby: nextval, setval, currval, lastval, txid_current,
 //     pg_current_xact_id, pg_notify, pg_switch_wal, pg_advisory_*,
 //     pg_try_advisory_*, pg_current_wal_*, pg_create_*, pg_drop_*,
-//     pg_logical_emit_message, lo_* (large objects), dblink_exec.
+//     pg_logical_emit_message, lo_* (large objects), dblink_exec;
+//   - no call to an administration function that acts on the server it
+//     runs on, which must then be a known one (the primary), not whichever
+//     replica the rotation picks: pg_terminate_backend, pg_cancel_backend,
+//     pg_reload_conf, pg_rotate_logfile, pg_promote, set_config,
+//     pg_log_backend_memory_contexts, pg_stat_reset*, pg_wal_replay_*. To
+//     act on one replica (pg_wal_replay_pause, say), connect to it directly.
 //
 // An unterminated literal, identifier or comment, or text with no statement
 // at all, is not read-only. The rule cannot see inside user-defined
-// functions: a SELECT calling a function that writes must be sent with a
-// context from Primary. It assumes standard_conforming_strings=on, the
-// default since PostgreSQL 9.1.
+// functions: a SELECT calling a function that writes (or a view or rule
+// that does) is accepted and sent to a replica, where it fails with "cannot
+// execute … in a read-only transaction"; send it with a context from
+// Primary. It assumes standard_conforming_strings=on, the default since
+// PostgreSQL 9.1.
 func IsReadOnly(sql string) bool {
 	lx := lexer{s: sql}
 	const (
@@ -130,13 +138,17 @@ func IsReadOnly(sql string) bool {
 // cannot run on a standby.
 func writesFunction(tk token) bool {
 	for _, name := range [...]string{"nextval", "setval", "currval", "lastval", "txid_current",
-		"pg_current_xact_id", "pg_notify", "pg_switch_wal", "pg_logical_emit_message", "dblink_exec"} {
+		"pg_current_xact_id", "pg_notify", "pg_switch_wal", "pg_logical_emit_message", "dblink_exec",
+		// Administration of one server: it must be a known one, not
+		// whichever replica the read rotation picks.
+		"pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf", "pg_rotate_logfile",
+		"pg_promote", "set_config", "pg_log_backend_memory_contexts"} {
 		if tk.is(name) {
 			return true
 		}
 	}
 	for _, prefix := range [...]string{"pg_advisory_", "pg_try_advisory_", "pg_current_wal_", "pg_create_",
-		"pg_drop_", "lo_"} {
+		"pg_drop_", "lo_", "pg_stat_reset", "pg_wal_replay_"} {
 		if tk.hasPrefix(prefix) {
 			return true
 		}
