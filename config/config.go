@@ -78,6 +78,8 @@ type Server struct {
 	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
 	// MaxBodyBytes bounds a request body (413 beyond). Default 10MiB.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// BodyReadTimeout bounds reading a request body (408 beyond). Default 60s.
+	BodyReadTimeout Duration `yaml:"body_read_timeout"`
 	// TrustedProxies are CIDRs (or addresses) whose X-Forwarded-For is
 	// believed. By default none is.
 	TrustedProxies []string `yaml:"trusted_proxies"`

@@ -32,6 +32,7 @@ func (c *Config) applyDefaults() {
 	def(&s.IdleTimeout, Duration(60*time.Second))
 	def(&s.MaxHeaderBytes, 64<<10)
 	def(&s.MaxBodyBytes, 10<<20)
+	def(&s.BodyReadTimeout, Duration(60*time.Second))
 	def(&s.GracePeriod, Duration(30*time.Second))
 	for _, u := range c.Upstreams {
 		if u == nil {

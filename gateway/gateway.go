@@ -124,9 +124,11 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		}
 	}
 	g.server = proxy.NewServer(proxy.ServerConfig{
-		ReadHeaderTimeout: cfg.Server.ReadHeaderTimeout.Std(),
-		IdleTimeout:       cfg.Server.IdleTimeout.Std(),
-		MaxHeaderBytes:    int(cfg.Server.MaxHeaderBytes),
+		ReadHeaderTimeout:   cfg.Server.ReadHeaderTimeout.Std(),
+		BodyReadTimeout:     cfg.Server.BodyReadTimeout.Std(),
+		MaxRequestBodyBytes: int64(cfg.Server.MaxBodyBytes),
+		IdleTimeout:         cfg.Server.IdleTimeout.Std(),
+		MaxHeaderBytes:      int(cfg.Server.MaxHeaderBytes),
 	}, g.handle, g.log)
 	g.admin = &http.Server{Handler: g.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
 	return g, nil

@@ -63,6 +63,7 @@ func (p *Proxy) releaseExchange(x *exchange) {
 	x.tried = x.tried[:0]
 	x.up = nil
 	x.filter = nil
+	x.reqID = x.reqID[:0] // never hand one request's ID to the next
 	x.bodyStream = nil
 	x.consumed = false
 	x.lastStatus = 0
@@ -115,6 +116,7 @@ func (p *Proxy) ServeFiltered(ctx *fasthttp.RequestCtx, upstream string, pool *b
 	x.idem = idempotent(h)
 
 	if ambiguousFraming(h) {
+		x.reqID = newRequestID(x.reqID[:0])
 		x.up.errors[failAmbiguous].Inc()
 		p.fail(ctx, x, failAmbiguous, nil)
 		return

@@ -186,6 +186,10 @@ func (p *Proxy) prepareRequest(ctx *fasthttp.RequestCtx, x *exchange, websocket 
 			h.SetBytesV(hXFProto, strHTTP)
 		}
 	}
+	if len(h.Host()) == 0 {
+		// An HTTP/1.0 client may send no Host; backends need one.
+		h.SetHost(ctx.LocalAddr().String())
+	}
 	if !trusted || len(h.Peek(hXFHost)) == 0 {
 		if host := h.Host(); len(host) > 0 {
 			h.SetBytesV(hXFHost, host)

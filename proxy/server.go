@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -18,8 +19,14 @@ type ServerConfig struct {
 	// closed. Default 10 s.
 	ReadHeaderTimeout time.Duration
 	// BodyReadTimeout bounds reading a request body once the headers are in
-	// (the proxy streams it to the backend meanwhile). Default 5 min.
+	// (the proxy streams it to the backend meanwhile); a client that is
+	// slower gets 408. Default 60 s.
 	BodyReadTimeout time.Duration
+	// MaxRequestBodyBytes, when set, answers a request whose Content-Length
+	// is larger with 413 at once, without waiting for the body (and refuses
+	// its Expect: 100-continue). Proxy.Config.MaxRequestBodyBytes still
+	// bounds chunked bodies. Default 0: no early check.
+	MaxRequestBodyBytes int64
 	// IdleTimeout closes a keep-alive client connection that sent no new
 	// request for this long. Default 90 s.
 	IdleTimeout time.Duration
@@ -54,7 +61,7 @@ func NewServer(cfg ServerConfig, h fasthttp.RequestHandler, log *slog.Logger) *f
 		cfg.ReadHeaderTimeout = 10 * time.Second
 	}
 	if cfg.BodyReadTimeout <= 0 {
-		cfg.BodyReadTimeout = 5 * time.Minute
+		cfg.BodyReadTimeout = 60 * time.Second
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 90 * time.Second
@@ -65,13 +72,36 @@ func NewServer(cfg ServerConfig, h fasthttp.RequestHandler, log *slog.Logger) *f
 	if log == nil {
 		log = slog.Default()
 	}
-	bodyTimeout := cfg.BodyReadTimeout
+	bodyTimeout, maxBody := cfg.BodyReadTimeout, cfg.MaxRequestBodyBytes
+	tooLarge := func(h *fasthttp.RequestHeader) bool {
+		return maxBody > 0 && int64(h.ContentLength()) > maxBody
+	}
+	// cut marks the headers whose body read was cut short for being too
+	// large: fasthttp resets the request on the resulting error, so the
+	// error handler cannot read Content-Length again. Headers are pooled
+	// with their RequestCtx, so the set stays as small as the pool.
+	var cut sync.Map // *fasthttp.RequestHeader → struct{}
 	return &fasthttp.Server{
-		Handler:      h,
-		ErrorHandler: errorHandler,
-		HeaderReceived: func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+		Handler: h,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if _, ok := cut.LoadAndDelete(&ctx.Request.Header); ok {
+				ctx.Error("request body too large\n", fasthttp.StatusRequestEntityTooLarge)
+				ctx.SetConnectionClose()
+				return
+			}
+			errorHandler(ctx, err)
+		},
+		HeaderReceived: func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+			if tooLarge(h) {
+				// fasthttp pre-reads some body before the handler runs; cut
+				// that short, and the error handler answers 413.
+				cut.Store(h, struct{}{})
+				return fasthttp.RequestConfig{ReadTimeout: time.Millisecond}
+			}
+			cut.Delete(h)
 			return fasthttp.RequestConfig{ReadTimeout: bodyTimeout}
 		},
+		ContinueHandler: func(h *fasthttp.RequestHeader) bool { return !tooLarge(h) },
 		// Hijack handlers close their own connections, so the server need
 		// not keep a goroutine and read buffer per hijacked connection
 		// (about 9 KB for each idle WebSocket of the realtime hub).
