@@ -441,8 +441,11 @@ func (c *Cluster) pickReplica(rot []*node, tok uint64, except *node) *node {
 		return nil
 	}
 	eligible := func(n *node) bool {
-		return n != except && !n.down.Load() && !n.suspect.Load() && n.replayLSN.Load() >= tok
+		return n != except && !n.down.Load() && n.replayLSN.Load() >= tok
 	}
+	// A suspect replica (a statement lost its connection there; a fresh
+	// connection is checking it) is taken only when no other one is.
+	var fallback *node
 	if c.cfg.Balance == LeastLatency {
 		var best *node
 		var bestRTT int64
@@ -450,19 +453,31 @@ func (c *Cluster) pickReplica(rot []*node, tok uint64, except *node) *node {
 			if !eligible(n) {
 				continue
 			}
+			if n.suspect.Load() {
+				fallback = n
+				continue
+			}
 			if rtt := n.rtt.Load(); best == nil || rtt < bestRTT {
 				best, bestRTT = n, rtt
 			}
+		}
+		if best == nil {
+			return fallback
 		}
 		return best
 	}
 	start := int(c.rr.Add(1) % uint64(k))
 	for i := 0; i < k; i++ {
 		if n := rot[(start+i)%k]; eligible(n) {
-			return n
+			if !n.suspect.Load() {
+				return n
+			}
+			if fallback == nil {
+				fallback = n
+			}
 		}
 	}
-	return nil
+	return fallback
 }
 
 // acquireWrite acquires a connection to the primary; an unreachable

@@ -50,7 +50,7 @@
 // to 1 KiB are keyed by their text, longer ones by a 128-bit hash of it
 // and its length, so the cache holds at most about 4 MiB of statement text;
 // a long statement is classified once, then costs a hash of its text per
-// call (about 1.3 µs for 5 KB). An app that runs more than 4096 distinct
+// call (about 1 µs for 5 KB). An app that runs more than 4096 distinct
 // statements in turn (literals inlined instead of parameters) re-classifies
 // them as the cache refills.
 //

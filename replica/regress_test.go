@@ -331,3 +331,26 @@ func TestAdminFunctionsGoToPrimary(t *testing.T) {
 		})
 	}
 }
+
+// TestDroppedConnectionSuspectReplicaLastResort: while a replica whose
+// connection was lost is being checked, reads go to another replica if
+// there is one, and to it rather than nowhere if there is not.
+func TestDroppedConnectionSuspectReplicaLastResort(t *testing.T) {
+	for _, balance := range []Balance{RoundRobin, LeastLatency} {
+		t.Run(balance.String(), func(t *testing.T) {
+			c := &Cluster{cfg: Config{Balance: balance, NoFallback: true}.withDefaults()}
+			p, r1, r2 := &node{addr: "p"}, &node{addr: "r1"}, &node{addr: "r2"}
+			c.route.Store(&routing{primary: p, rotation: []*node{r1, r2}})
+			r1.suspect.Store(true)
+			for range 10 {
+				if n, err := c.readNode(context.Background(), nil); n != r2 || err != nil {
+					t.Fatalf("read went to %v (err %v), want r2 while r1 is suspect", n, err)
+				}
+			}
+			r2.down.Store(true)
+			if n, err := c.readNode(context.Background(), nil); n != r1 || err != nil {
+				t.Fatalf("read went to %v (err %v), want the suspect r1 as the last replica", n, err)
+			}
+		})
+	}
+}
