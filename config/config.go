@@ -328,10 +328,15 @@ func Parse(data []byte) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	c := &Config{}
+	v := &validator{root: root.Content[0]}
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		var te *yaml.TypeError
+		if errors.As(err, &te) {
+			return nil, v.typeErrors(te)
+		}
 		return nil, fmt.Errorf("decoding config: %w", err)
 	}
-	v := &validator{root: root.Content[0]}
+	v.checkNodes(v.root, "")
 	c.applyDefaults()
 	c.validate(v)
 	if len(v.errs) > 0 {

@@ -75,6 +75,14 @@ func TestBadConfigNamesFieldAndLine(t *testing.T) {
 		{"health path", "path: /health", "path: health", []string{"health.path"}, "line 12"},
 		{"type error", "weight: 2", "weight: heavy", []string{"heavy"}, "line 10"},
 		{"prefix without slash", "path_prefix: /", "path_prefix: api", []string{"routes.0.path_prefix"}, "line 15"},
+		{"unknown key names the path", "    health:", "    healht:", []string{"upstreams.app.healht", "unknown field"}, "line 11"},
+		{"type error names the field", "weight: 2", "weight: two", []string{"upstreams.app.backends.1.weight", "whole number", `"two"`}, "line 10"},
+		{"fractional weight", "weight: 2", "weight: 2.5", []string{"upstreams.app.backends.1.weight", "whole number"}, "line 10"},
+		{"zero weight", "weight: 2", "weight: 0", []string{"upstreams.app.backends.1.weight", "out of range"}, "line 10"},
+		{"list where a mapping is wanted", "    health:\n      path: /health\n      interval: 1s\n", "    health: [a]\n", []string{"upstreams.app.health", "mapping"}, "line 11"},
+		{"timeout over interval", "interval: 1s", "interval: 1s\n      timeout: 5s", []string{"upstreams.app.health.timeout", "longer than the interval"}, "line 14"},
+		{"admin on the data port", "listen: 127.0.0.1:9901", "listen: 127.0.0.1:8080", []string{"admin.listen", "also the data-plane"}, "line 3"},
+		{"missing tls files", "listen: 127.0.0.1:8080\n", "listen: 127.0.0.1:8080\ntls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n", []string{"tls.cert", "cannot read"}, "line 2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,10 +1,12 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,9 +51,8 @@ func (c *Config) applyDefaults() {
 			h.Method = "GET"
 		}
 		def(&h.Interval, Duration(5*time.Second))
-		def(&h.Timeout, Duration(2*time.Second))
-		if h.Timeout > h.Interval {
-			h.Timeout = h.Interval
+		if h.Timeout == 0 {
+			h.Timeout = min(Duration(2*time.Second), h.Interval)
 		}
 		if h.ExpectStatus == "" {
 			h.ExpectStatus = "200-399"
@@ -110,6 +111,15 @@ func (c *Config) validate(v *validator) {
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
 		v.errf("tls", "set both cert and key, or neither")
+	} else if c.TLS.Cert != "" {
+		for field, f := range map[string]string{"tls.cert": c.TLS.Cert, "tls.key": c.TLS.Key} {
+			if _, err := os.Stat(f); err != nil {
+				v.errf(field, "cannot read %s: %v", f, errors.Unwrap(err))
+			}
+		}
+	}
+	if c.Listen == c.Admin.Listen && !strings.HasSuffix(c.Listen, ":0") {
+		v.errf("admin.listen", "%s is also the data-plane listen address", c.Admin.Listen)
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		v.errf("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
@@ -165,7 +175,11 @@ func (c *Config) validate(v *validator) {
 		if r.Upstream == "" {
 			v.errf(p+".upstream", "missing")
 		} else if _, ok := c.Upstreams[r.Upstream]; !ok {
-			v.errf(p+".upstream", "no upstream named %q (have %s)", r.Upstream, strings.Join(c.Names(), ", "))
+			have := strings.Join(c.Names(), ", ")
+			if have == "" {
+				have = "none"
+			}
+			v.errf(p+".upstream", "no upstream named %q (have %s)", r.Upstream, have)
 		}
 		if !strings.HasPrefix(r.PathPrefix, "/") {
 			v.errf(p+".path_prefix", "%q must start with /", r.PathPrefix)
@@ -242,6 +256,9 @@ func (c *Config) validateUpstream(v *validator, name string) {
 	}
 	if !slices.Contains([]string{"GET", "HEAD", "OPTIONS", "POST"}, h.Method) {
 		v.errf(p+".health.method", "unsupported method %q (want GET, HEAD, OPTIONS or POST)", h.Method)
+	}
+	if h.Timeout > h.Interval {
+		v.errf(p+".health.timeout", "%s is longer than the interval %s", h.Timeout.Std(), h.Interval.Std())
 	}
 	if h.Interval.Std() < 10*time.Millisecond {
 		v.errf(p+".health.interval", "%s is too short (at least 10ms)", h.Interval.Std())

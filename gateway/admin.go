@@ -36,6 +36,7 @@ func (g *Gateway) adminHandler() http.Handler {
 	mux.HandleFunc("POST /api/upstreams/{name}/backends", g.auth(g.apiAddBackend))
 	mux.HandleFunc("DELETE /api/upstreams/{name}/backends/{id}", g.auth(g.apiRemoveBackend))
 	mux.HandleFunc("POST /api/upstreams/{name}/backends/{id}/drain", g.auth(g.apiDrainBackend))
+	mux.HandleFunc("POST /api/upstreams/{name}/backends/{id}/undrain", g.auth(g.apiUndrainBackend))
 	return mux
 }
 
@@ -45,8 +46,8 @@ func (g *Gateway) auth(h http.HandlerFunc) http.HandlerFunc {
 		token := g.cfg.Admin.Token
 		g.mu.Unlock()
 		if token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+			if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(token)) != 1 {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="scaleout admin"`)
 				writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 				return
@@ -144,7 +145,6 @@ func (g *Gateway) AddBackend(upstreamName string, b *balancer.Backend) (*balance
 		return nil, err
 	}
 	u.dynamic[b.ID] = b.Weight
-	g.log.Info("backend added", "upstream", upstreamName, "backend", b.ID)
 	return b, nil
 }
 
@@ -173,6 +173,19 @@ func (g *Gateway) DrainBackend(upstreamName, id string) error {
 	return u.pool.Drain(id)
 }
 
+func (g *Gateway) apiUndrainBackend(w http.ResponseWriter, r *http.Request) {
+	u := g.upstream(r.PathValue("name"))
+	if u == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no upstream named %q", r.PathValue("name")))
+		return
+	}
+	if err := u.pool.Undrain(r.PathValue("id")); err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "taking requests again"})
+}
+
 func (g *Gateway) apiRemoveBackend(w http.ResponseWriter, r *http.Request) {
 	if err := g.RemoveBackend(r.PathValue("name"), r.PathValue("id")); err != nil {
 		writeError(w, statusOf(err), err.Error())
@@ -194,7 +207,7 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, ErrUnknownUpstream), errors.Is(err, balancer.ErrUnknownBackend):
 		return http.StatusNotFound
-	case errors.Is(err, balancer.ErrDuplicateBackend):
+	case errors.Is(err, balancer.ErrDuplicateBackend), errors.Is(err, balancer.ErrNotDraining):
 		return http.StatusConflict
 	}
 	return http.StatusInternalServerError

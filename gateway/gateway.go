@@ -253,6 +253,13 @@ func (g *Gateway) pools() []*balancer.Pool {
 
 // handle is the data plane's request handler.
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
+	if m := ctx.Method(); string(m) == fasthttp.MethodConnect || string(m) == fasthttp.MethodTrace {
+		// A reverse proxy tunnels nothing, and TRACE would echo headers
+		// (cookies, tokens) back to scripts.
+		ctx.Response.Header.Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
+		ctx.Error("method not allowed\n", fasthttp.StatusMethodNotAllowed)
+		return
+	}
 	rt := g.router.Load().match(ctx.Host(), ctx.Path())
 	if rt != nil && rt.realtimePath != "" && string(ctx.Path()) == rt.realtimePath && g.hub != nil {
 		g.hub.ServeFastHTTP(ctx)
@@ -410,6 +417,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.log.Warn("in-flight requests cut at the end of the grace period", "err", err)
 	}
 	_ = g.admin.Shutdown(sctx)
+	// Relayed WebSockets are not tracked by the server: give them what is
+	// left of the grace period to finish before their connections close.
+	g.waitWebSockets(sctx)
 	// Autoscalers stop their instances on the way out; wait for them, so
 	// that no child outlives the gateway.
 	stopPools()
@@ -440,4 +450,25 @@ func (g *Gateway) startPool(u *upstream) {
 	ctx, cancel := context.WithCancel(g.runCtx)
 	u.cancel = cancel
 	go u.pool.Run(ctx)
+}
+
+// waitWebSockets waits until no WebSocket is relayed, or ctx is done.
+func (g *Gateway) waitWebSockets(ctx context.Context) {
+	for {
+		n := 0
+		g.mu.Lock()
+		for _, u := range g.ups {
+			n += u.proxy.WebSockets()
+		}
+		g.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			g.log.Warn("WebSockets cut at the end of the grace period", "open", n)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

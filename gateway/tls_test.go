@@ -73,8 +73,12 @@ func TestTLSToClients(t *testing.T) {
 
 func TestTLSBadFilesFailAtStart(t *testing.T) {
 	a := newTestBackend(t, "a")
-	c := parse(t, oneUpstream("round-robin", "tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}\n", a))
+	cert, key := writeSelfSigned(t)
+	c := parse(t, oneUpstream("round-robin", fmt.Sprintf("tls: {cert: %q, key: %q}\n", cert, key), a))
+	// The files go bad between validation and start: New fails, before
+	// any port is bound.
+	os.WriteFile(cert, []byte("not a certificate"), 0o600)
 	if _, err := New(c, Options{}); err == nil {
-		t.Error("a gateway was built with missing certificate files")
+		t.Error("a gateway was built with a broken certificate")
 	}
 }
