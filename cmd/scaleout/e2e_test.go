@@ -587,3 +587,26 @@ func childPIDs(pid int) []int {
 	}
 	return out
 }
+
+func TestShardRebalanceFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"shard"}, 2, "usage"},
+		{[]string{"shard", "rebalance"}, 2, "-meta and -keyspace are required"},
+		{[]string{"shard", "rebalance", "-meta", "postgres://x", "-keyspace", "k", "-add", "noequals"}, 2, "-add"},
+		{[]string{"shard", "rebalance", "-meta", "postgres://postgres@127.0.0.1:5432/scaleout_no_such_db", "-keyspace", "k"}, 1, "does not exist"},
+	}
+	for _, tt := range tests {
+		out, err := exec.Command(binary, tt.args...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tt.code || !strings.Contains(string(out), tt.want) {
+			t.Errorf("%v: exit %d, output %q; want exit %d mentioning %q", tt.args, code, out, tt.code, tt.want)
+		}
+	}
+}

@@ -19,6 +19,8 @@ Usage:
   scaleout validate --config FILE   check a configuration file and exit
   scaleout backend  --listen ADDR   run the small built-in app (/health, a JSON page)
   scaleout demo                     start three backends and a gateway in front of them
+  scaleout shard rebalance -meta DSN -keyspace NAME [-add name=dsn,…] [-dry-run] [-abort]
+                                    move buckets between shards online (resumes after a crash)
 
 Run "scaleout COMMAND -h" for a command's flags.
 `
@@ -41,6 +43,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdBackend(args[1:], stdout, stderr)
 	case "demo":
 		return cmdDemo(args[1:], stdout, stderr)
+	case "shard":
+		return cmdShard(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
