@@ -1,8 +1,9 @@
 // Command cdn-bench measures what CDN rewriting costs the gateway: the same
 // real HTML page through one scaleout gateway on two routes, one with
 // `cdn: {host: ...}` (asset URLs rewritten as the page streams through) and
-// one without, under the same wrk load in alternating rounds; wrk straight
-// to the origin is measured beside them as the ceiling. It is started by
+// one without, under the same wrk load in alternating rounds; beside them,
+// a third route rewriting with the HTTP cache in front (the rewrite runs
+// once per TTL), and wrk straight to the origin as the ceiling. It is started by
 // bench/cdn/run; see bench/cdn/RESULTS.md.
 //
 //	cdn-bench -scaleout BIN/scaleout -lua bench/lb/report.lua -page /usr/share/doc/valgrind/html/manual-core.html
@@ -135,6 +136,7 @@ func run(ctx context.Context, o options) error {
 	ts := []*target{
 		{name: "scaleout, cdn rewriting", url: "http://" + gw + "/rewrite/" + name, p: gp},
 		{name: "scaleout, no rewriting", url: "http://" + gw + "/plain/" + name, p: gp},
+		{name: "scaleout, cdn rewriting + cache", url: "http://" + gw + "/cached/" + name, p: gp},
 	}
 	if o.direct {
 		ts = append(ts, &target{name: "origin direct (no gateway)", url: "http://" + origin + "/" + name, p: op})
@@ -189,8 +191,10 @@ func run(ctx context.Context, o options) error {
 	return nil
 }
 
-// gatewayConf: one upstream, two routes to it, one rewriting. Arguments:
-// listen, admin port, origin, CDN host.
+// gatewayConf: one upstream, three routes to it: rewriting, plain, and
+// rewriting with the HTTP cache in front (the origin sends no freshness,
+// so default_ttl makes the rewritten page cacheable). Arguments: listen,
+// admin port, origin, CDN host.
 const gatewayConf = `listen: %s
 admin:
   listen: 127.0.0.1:%d
@@ -205,6 +209,10 @@ routes:
     cdn: {host: %s}
   - path_prefix: /plain
     upstream: site
+  - path_prefix: /cached
+    upstream: site
+    cdn: {host: %[4]s}
+    cache: {enabled: true, default_ttl: 1h}
 `
 
 // check fetches every target once: the plain route and the origin must
@@ -225,6 +233,13 @@ func check(ctx context.Context, ts []*target, page []byte) (refs, size int, err 
 			return 0, 0, fmt.Errorf("checking %s: status %d, %v", t.name, resp.StatusCode, err)
 		}
 		n := bytes.Count(body, []byte(cdnHost))
+		if strings.Contains(t.url, "/cached/") {
+			// Filled by the check, so the rounds measure hits.
+			if n == 0 || resp.Header.Get("X-Cache") == "" {
+				return 0, 0, fmt.Errorf("checking %s: %d URLs point at %s, X-Cache %q", t.name, n, cdnHost, resp.Header.Get("X-Cache"))
+			}
+			continue
+		}
 		if strings.Contains(t.url, "/rewrite/") {
 			if n == 0 {
 				return 0, 0, fmt.Errorf("checking %s: no URL points at %s", t.name, cdnHost)
@@ -268,6 +283,9 @@ func report(w io.Writer, ts []*target, res map[string][]wrkResult, d time.Durati
 	if med[plain] > 0 {
 		fmt.Fprintf(w, "Rewriting / no rewriting: %.2f × the requests/s (medians); the gateway's CPU per page %.3f ms with rewriting, %.3f ms without (%.3f ms for the rewrite, %.2f ×).\n\n",
 			med[rw]/med[plain], cpuPer[rw], cpuPer[plain], cpuPer[rw]-cpuPer[plain], ratio(cpuPer[rw], cpuPer[plain]))
+	}
+	if cached := ts[2].name; med[plain] > 0 && med[cached] > 0 {
+		fmt.Fprintf(w, "Rewriting behind the cache / no rewriting: %.2f × the requests/s (medians).\n\n", med[cached]/med[plain])
 	}
 }
 
