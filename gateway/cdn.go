@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scaleout/scaleout/cdn"
+	"github.com/scaleout/scaleout/proxy"
 )
 
 // cdnRoute is a route's rewriter and, with fingerprinting, the asset
@@ -22,7 +23,7 @@ type cdnRoute struct {
 // serveCDN runs a request of a route with CDN offloading: assets get the
 // headers a CDN needs and are counted; HTML and CSS responses have their
 // asset URLs rewritten to the CDN host as they stream through.
-func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route) {
+func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route, outer proxy.BodyFilter) {
 	rw := rt.cdn
 	path := string(ctx.Path())
 	asset := rw.IsAsset(path)
@@ -50,15 +51,16 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route) {
 		return true
 	}
 	filter := func(h *fasthttp.ResponseHeader, body io.Reader, size int) (io.Reader, int) {
-		if !decide(h) {
-			return body, size
+		if decide(h) {
+			if r, err := newRewriteReader(rw, body, page, string(h.ContentType()), upEnc, outEnc); err == nil {
+				streamed = true
+				body, size = r, -1
+			}
 		}
-		r, err := newRewriteReader(rw, body, page, string(h.ContentType()), upEnc, outEnc)
-		if err != nil {
-			return body, size
+		if outer != nil {
+			return outer(h, body, size)
 		}
-		streamed = true
-		return r, -1
+		return body, size
 	}
 	rt.upstream.proxy.ServeFiltered(ctx, rt.upstream.name, rt.upstream.pool, filter)
 

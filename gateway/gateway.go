@@ -277,12 +277,13 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	g.serveOrigin(ctx, rt)
+	g.serveOrigin(ctx, rt, nil)
 }
 
 // serveOrigin sends a request to its route's upstream, through the CDN
 // rewriter when the route has one.
-func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
+// A non-nil outer filter sees streamed bodies after the CDN rewriting.
+func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route, outer proxy.BodyFilter) {
 	for _, kv := range rt.setHeaders {
 		ctx.Request.Header.Set(kv[0], kv[1])
 	}
@@ -291,10 +292,10 @@ func (g *Gateway) serveOrigin(ctx *fasthttp.RequestCtx, rt *route) {
 		defer func() { g.latencies.Observe(rt.upstream.name, time.Since(start)) }()
 	}
 	if rt.cdn != nil {
-		g.serveCDN(ctx, rt)
+		g.serveCDN(ctx, rt, outer)
 		return
 	}
-	rt.upstream.proxy.Serve(ctx, rt.upstream.name, rt.upstream.pool)
+	rt.upstream.proxy.ServeFiltered(ctx, rt.upstream.name, rt.upstream.pool, outer)
 }
 
 // rewritersFor builds the CDN rewriters of cfg's routes, reusing the

@@ -97,7 +97,7 @@ func (g *Gateway) serveCached(ctx *fasthttp.RequestCtx, rt *route, c *httpCache)
 	h := &ctx.Request.Header
 	primary := httpcache.Key(schemeOf(ctx), string(ctx.Host()), string(ctx.RequestURI()))
 	if !h.IsGet() && !h.IsHead() {
-		g.serveOrigin(ctx, rt)
+		g.serveOrigin(ctx, rt, nil)
 		if code := ctx.Response.StatusCode(); httpcache.UnsafeMethod(string(h.Method())) && code >= 200 && code < 400 {
 			g.invalidateAfterWrite(ctx, c, primary)
 		}
@@ -116,7 +116,7 @@ func (g *Gateway) serveCached(ctx *fasthttp.RequestCtx, rt *route, c *httpCache)
 			c.results.WithLabelValues(rt.name, "hit").Inc()
 			serveEntry(ctx, e, now, "HIT")
 			return
-		case !reqCC.NoCache && reqCC.MaxAge < 0 && e.ServableStale(now):
+		case !reqCC.NoCache && reqCC.MaxAge < 0 && reqCC.MinFresh <= 0 && e.ServableStale(now):
 			c.results.WithLabelValues(rt.name, "stale").Inc()
 			g.refreshInBackground(ctx, c, rt, primary, variant, e)
 			serveEntry(ctx, e, now, "STALE")
@@ -125,6 +125,15 @@ func (g *Gateway) serveCached(ctx *fasthttp.RequestCtx, rt *route, c *httpCache)
 	}
 	if reqCC.OnlyIfCached {
 		ctx.Error("not in cache\n", fasthttp.StatusGatewayTimeout)
+		return
+	}
+	if len(h.Peek("Range")) > 0 {
+		// A range of something not (freshly) stored goes to the origin as
+		// asked, so that seeking in a large file works; whole-object
+		// requests fill the cache.
+		g.serveOrigin(ctx, rt, nil)
+		c.results.WithLabelValues(rt.name, "miss").Inc()
+		ctx.Response.Header.Set("X-Cache", "MISS")
 		return
 	}
 	f, leader := c.join(variant)
@@ -182,8 +191,19 @@ func (g *Gateway) fetchAndStore(ctx *fasthttp.RequestCtx, c *httpCache, rt *rout
 	}
 	hdr := reqHeader(ctx)
 	hasAuth := len(h.Peek("Authorization")) > 0
+	opts := rt.cacheOpts
+	// A streamed body (chunked, or larger than the proxy buffers) is
+	// copied as it passes, up to max_object_bytes, and stored when it ends.
+	var tee *teeBody
+	filter := func(rh *fasthttp.ResponseHeader, body io.Reader, size int) (io.Reader, int) {
+		if int64(size) > opts.MaxObjectBytes {
+			return body, size
+		}
+		tee = &teeBody{src: body, limit: opts.MaxObjectBytes}
+		return tee, size
+	}
 	reqTime := time.Now()
-	g.serveOrigin(ctx, rt)
+	g.serveOrigin(ctx, rt, filter)
 	respTime := time.Now()
 	resp := &ctx.Response
 	code := resp.StatusCode()
@@ -210,8 +230,11 @@ func (g *Gateway) fetchAndStore(ctx *fasthttp.RequestCtx, c *httpCache, rt *rout
 
 	rh, order := responseHeader(&resp.Header)
 	respCC := httpcache.ParseCacheControl(rh.Values("Cache-Control")...)
-	opts := rt.cacheOpts
-	d := httpcache.Storable(http.MethodGet, reqCC, hasAuth, code, respCC, rh, opts)
+	status := code
+	if stale != nil && code == fasthttp.StatusNotModified {
+		status = stale.Status // a 304 speaks for the stored response
+	}
+	d := httpcache.Storable(http.MethodGet, reqCC, hasAuth, status, respCC, rh, opts)
 
 	if stale != nil && code == fasthttp.StatusNotModified {
 		stale.Refresh(rh, order, reqTime, respTime, d, respCC)
@@ -228,8 +251,20 @@ func (g *Gateway) fetchAndStore(ctx *fasthttp.RequestCtx, c *httpCache, rt *rout
 		return false
 	}
 	c.results.WithLabelValues(rt.name, "miss").Inc()
+	if d.Store && resp.IsBodyStream() && tee != nil {
+		// Stored when the body has gone through whole; the requests that
+		// waited for this one fetch their own meanwhile.
+		snap := snapshotVary(rh, hdr)
+		tee.done = func(body []byte) {
+			g.store(c, primary, rh, snap, httpcache.NewEntry(code, rh, order, body, reqTime, respTime, d, respCC))
+		}
+	}
 	if !d.Store || resp.IsBodyStream() || int64(len(resp.Body())) > opts.MaxObjectBytes {
 		resp.Header.Set("X-Cache", "MISS")
+		restore()
+		if !resp.IsBodyStream() && code == fasthttp.StatusOK && clientINM != "" && httpcache.ETagMatch(clientINM, rh.Get("Etag")) {
+			notModified(resp)
+		}
 		if isHead {
 			resp.SkipBody = true
 		}
@@ -240,7 +275,59 @@ func (g *Gateway) fetchAndStore(ctx *fasthttp.RequestCtx, c *httpCache, rt *rout
 	g.store(c, primary, rh, hdr, e)
 	restore()
 	serveEntry(ctx, e, respTime, "MISS")
+	// A cookie allowed into the store (without its value) still goes to
+	// the client whose request fetched it.
+	for _, v := range rh.Values("Set-Cookie") {
+		resp.Header.Add("Set-Cookie", v)
+	}
 	return true
+}
+
+// snapshotVary copies the request headers a response varies on, so that
+// the response can be stored after the handler has returned.
+func snapshotVary(rh http.Header, hdr func(string) string) func(string) string {
+	snap := map[string]string{}
+	for _, name := range httpcache.ParseVary(rh.Values("Vary")...) {
+		snap[name] = hdr(name)
+	}
+	return func(name string) string { return snap[name] }
+}
+
+// teeBody copies a streamed body up to limit bytes as the client reads it,
+// and calls done with the copy when the body ended cleanly within the
+// limit.
+type teeBody struct {
+	src   io.Reader
+	buf   []byte
+	limit int64
+	over  bool
+	done  func(body []byte) // set by the handler before the body is read
+}
+
+// Read implements io.Reader.
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.src.Read(p)
+	if n > 0 && !t.over {
+		if int64(len(t.buf)+n) > t.limit {
+			t.over, t.buf = true, nil
+		} else {
+			t.buf = append(t.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF && !t.over && t.done != nil {
+		done := t.done
+		t.done = nil
+		done(t.buf)
+	}
+	return n, err
+}
+
+// Close closes the upstream body.
+func (t *teeBody) Close() error {
+	if c, ok := t.src.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
 }
 
 func (g *Gateway) store(c *httpCache, primary string, rh http.Header, hdr func(string) string, e *httpcache.Entry) {

@@ -96,6 +96,36 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 		h.Set("Set-Cookie", "session="+r.Header.Get("X-User"))
 		time.Sleep(200 * time.Millisecond)
 		fmt.Fprint(w, "for "+r.Header.Get("X-User"))
+	case "/chunked":
+		h.Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "part one ")
+		w.(http.Flusher).Flush() // no Content-Length: chunked
+		fmt.Fprintf(w, "part two %d", n)
+	case "/varystar":
+		h.Set("Cache-Control", "max-age=60")
+		h.Add("Vary", "Accept")
+		h.Add("Vary", "*")
+		fmt.Fprint(w, "vs")
+	case "/cookie":
+		h.Set("Cache-Control", "max-age=60")
+		h.Set("Set-Cookie", "session=abc")
+		fmt.Fprintf(w, "cookie %d", n)
+	case "/nostore-etag":
+		h.Set("Cache-Control", "no-store")
+		h.Set("ETag", `"ns"`)
+		fmt.Fprint(w, "ns")
+	case "/ranged":
+		h.Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "range=%s", r.Header.Get("Range"))
+	case "/reval":
+		h.Set("ETag", `"rv"`)
+		if r.Header.Get("If-None-Match") == `"rv"` {
+			h.Set("Cache-Control", "max-age=60")
+			w.WriteHeader(304)
+			return
+		}
+		h.Set("Cache-Control", "max-age=0")
+		fmt.Fprint(w, "reval")
 	case "/big":
 		h.Set("Cache-Control", "max-age=60")
 		w.Write([]byte(strings.Repeat("b", 200<<10)))
@@ -462,4 +492,62 @@ routes:
 		t.Errorf("bad purge URL: %d", resp.StatusCode)
 	}
 	resp.Body.Close()
+}
+
+func TestHTTPCacheReviewFixes(t *testing.T) {
+	o := newOrigin(t)
+	_, base, _ := cachedGateway(t, o, "", ", store_set_cookie: true")
+	t.Run("chunked response is stored", func(t *testing.T) {
+		first := do(t, "GET", base+"/chunked")
+		second := do(t, "GET", base+"/chunked")
+		if first.body != "part one part two 1" || second.body != first.body || second.header.Get("X-Cache") != "HIT" {
+			t.Errorf("chunked: %q then %q (%s)", first.body, second.body, second.header.Get("X-Cache"))
+		}
+	})
+	t.Run("second Vary header with * is never stored", func(t *testing.T) {
+		do(t, "GET", base+"/varystar")
+		if r := do(t, "GET", base+"/varystar"); r.header.Get("X-Cache") == "HIT" {
+			t.Error("Vary: * in a second header was cached")
+		}
+	})
+	t.Run("stored cookie still reaches the fetching client only", func(t *testing.T) {
+		first := do(t, "GET", base+"/cookie")
+		second := do(t, "GET", base+"/cookie")
+		if first.header.Get("Set-Cookie") != "session=abc" {
+			t.Errorf("the client that fetched lost its cookie: %v", first.header)
+		}
+		if second.header.Get("X-Cache") != "HIT" || second.header.Get("Set-Cookie") != "" {
+			t.Errorf("hit: X-Cache %q Set-Cookie %q", second.header.Get("X-Cache"), second.header.Get("Set-Cookie"))
+		}
+	})
+	t.Run("request ID is not replayed from the store", func(t *testing.T) {
+		do(t, "GET", base+"/fresh?rid", "X-Request-ID", "client-a-id")
+		if r := do(t, "GET", base+"/fresh?rid"); r.header.Get("X-Request-Id") == "client-a-id" {
+			t.Error("another client's request ID came back from the cache")
+		}
+	})
+	t.Run("client conditional on an unstored response", func(t *testing.T) {
+		if r := do(t, "GET", base+"/nostore-etag", "If-None-Match", `"ns"`); r.code != 304 {
+			t.Errorf("matching If-None-Match on a no-store response: %d", r.code)
+		}
+	})
+	t.Run("range miss passes through", func(t *testing.T) {
+		if r := do(t, "GET", base+"/ranged", "Range", "bytes=0-9"); r.body != "range=bytes=0-9" {
+			t.Errorf("the origin did not see the Range of a miss: %q", r.body)
+		}
+	})
+	t.Run("304 renews freshness", func(t *testing.T) {
+		do(t, "GET", base+"/reval")
+		do(t, "GET", base+"/reval") // stale at once: revalidated, the 304 says max-age=60
+		n := o.count("/reval")
+		if r := do(t, "GET", base+"/reval"); r.header.Get("X-Cache") != "HIT" || o.count("/reval") != n {
+			t.Errorf("after a 304 with max-age=60 the entry was not fresh: %s, origin %d→%d", r.header.Get("X-Cache"), n, o.count("/reval"))
+		}
+	})
+	t.Run("min-fresh is not answered stale", func(t *testing.T) {
+		do(t, "GET", base+"/swr")
+		if r := do(t, "GET", base+"/swr", "Cache-Control", "min-fresh=100"); r.header.Get("X-Cache") == "STALE" {
+			t.Error("min-fresh request served stale")
+		}
+	})
 }

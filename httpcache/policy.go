@@ -69,7 +69,7 @@ func Storable(method string, reqCC Directives, hasAuth bool, status int, respCC 
 		return Decision{Reason: "authorization"}
 	case h.Get("Set-Cookie") != "" && !opt.StoreSetCookie:
 		return Decision{Reason: "set-cookie"}
-	case strings.Contains(h.Get("Vary"), "*"):
+	case strings.Contains(strings.Join(h.Values("Vary"), ","), "*"):
 		return Decision{Reason: "vary *"}
 	}
 	life, explicit := Lifetime(respCC, h)
@@ -156,5 +156,5 @@ func NotModifiedSince(ims, lastModified string) bool {
 var hopByHop = map[string]bool{
 	"Connection": true, "Keep-Alive": true, "Proxy-Connection": true, "Te": true,
 	"Trailer": true, "Transfer-Encoding": true, "Upgrade": true, "Age": true,
-	"Set-Cookie": true, "X-Cache": true,
+	"Set-Cookie": true, "X-Cache": true, "X-Request-Id": true,
 }
