@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -17,7 +21,81 @@ import (
 // versions it has learnt.
 type cdnRoute struct {
 	rw       *cdn.Rewriter
-	versions *cdn.VersionMap
+	versions *liveVersions
+	lastHost atomic.Pointer[string]
+}
+
+// versionRecheck is how often an asset's version is asked of the origin
+// again while pages reference it: a CDN serves a fingerprinted asset for a
+// year without asking the origin, so the gateway cannot wait for the asset
+// to pass through it to see that it changed.
+const versionRecheck = 30 * time.Second
+
+// liveVersions are the asset versions of a fingerprinting route: learnt
+// from the ETags of the assets the gateway serves, and rechecked with a
+// HEAD request to the origin, in the background, when a page references an
+// asset whose version was not checked for versionRecheck.
+type liveVersions struct {
+	vm      cdn.VersionMap
+	mu      sync.Mutex
+	checked map[string]time.Time
+	// refresh asks the origin for an asset's ETag; set with each router.
+	refresh atomic.Pointer[func(path string)]
+	// recheck overrides versionRecheck (tests).
+	recheck time.Duration
+}
+
+// Version implements cdn.Versioner; it never blocks.
+func (l *liveVersions) Version(path string) (string, bool) {
+	v, ok := l.vm.Version(path)
+	now := time.Now()
+	l.mu.Lock()
+	if l.checked == nil || len(l.checked) > 10000 {
+		l.checked = map[string]time.Time{}
+	}
+	every := versionRecheck
+	if l.recheck > 0 {
+		every = l.recheck
+	}
+	due := now.Sub(l.checked[path]) > every
+	if due {
+		l.checked[path] = now
+	}
+	l.mu.Unlock()
+	if f := l.refresh.Load(); due && f != nil {
+		go (*f)(path)
+	}
+	return v, ok
+}
+
+// learn records the version an asset response carries.
+func (l *liveVersions) learn(path, etag string) {
+	if v := cdn.ETagVersion(etag); v != "" {
+		l.vm.Set(path, v)
+	}
+}
+
+// versionRefresher returns the refresh function of a route: a HEAD request
+// for the asset through the route's upstream, whose ETag becomes its
+// version.
+func versionRefresher(rt *route) func(path string) {
+	return func(path string) {
+		req := &fasthttp.Request{}
+		req.Header.SetMethod(fasthttp.MethodHead)
+		req.SetRequestURI(path)
+		host := rt.lastHost.Load()
+		if host == nil {
+			return // no page served yet: nothing references the asset
+		}
+		req.Header.SetHost(*host)
+		bctx := &fasthttp.RequestCtx{}
+		bctx.Init(req, &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, nil)
+		rt.upstream.proxy.Serve(bctx, rt.upstream.name, rt.upstream.pool)
+		if bctx.Response.StatusCode() == fasthttp.StatusOK {
+			rt.versions.learn(path, string(bctx.Response.Header.Peek(fasthttp.HeaderETag)))
+		}
+		drainBody(&bctx.Response)
+	}
 }
 
 // serveCDN runs a request of a route with CDN offloading: assets get the
@@ -31,6 +109,10 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route, outer proxy.Body
 	if asset {
 		remote, _ := netip.AddrFromSlice(ctx.RemoteIP())
 		fromCDN = rw.FromCDN(remote.Unmap(), func(name string) string { return string(ctx.Request.Header.Peek(name)) })
+	}
+	if rt.versions != nil {
+		host := string(ctx.Host())
+		rt.lastHost.Store(&host)
 	}
 	acceptEncoding := string(ctx.Request.Header.Peek(fasthttp.HeaderAcceptEncoding))
 	page := pageURL(ctx)
@@ -77,8 +159,16 @@ func (g *Gateway) serveCDN(ctx *fasthttp.RequestCtx, rt *route, outer proxy.Body
 			resp.Header.Add(fasthttp.HeaderVary, h.Vary)
 		}
 		if rt.versions != nil {
-			if v := cdn.ETagVersion(string(resp.Header.Peek(fasthttp.HeaderETag))); v != "" {
-				rt.versions.Set(path, v)
+			rt.versions.learn(path, string(resp.Header.Peek(fasthttp.HeaderETag)))
+			// Immutable only for the version the asset has now: an old or
+			// made-up ?v= must not be cached for a year.
+			if v := ctx.QueryArgs().Peek("v"); len(v) > 0 {
+				if cur, ok := rt.versions.vm.Version(path); !ok || cur != string(v) {
+					plain, _ := rw.AssetHeaders(path, "", "")
+					if plain.CacheControl != "" {
+						resp.Header.Set(fasthttp.HeaderCacheControl, plain.CacheControl)
+					}
+				}
 			}
 		}
 	}

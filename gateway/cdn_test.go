@@ -9,13 +9,20 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/scaleout/scaleout/cdn"
 )
 
 // cdnOrigin serves pages (plain, gzip, br, and one far larger than the
 // proxy's buffer, so that it streams) and assets.
+// cssETag is the stylesheet's current ETag in cdnOrigin.
+var cssETag atomic.Value
+
+func init() { cssETag.Store(`"css-7"`) }
+
 func cdnOrigin(t *testing.T) *httptest.Server {
 	page := `<html><head><link rel="stylesheet" href="/static/site.css"></head><body><img src="/img/a.png" srcset="/img/a-2x.png 2x"><a href="/about">x</a>` + "\n"
 	big := page + strings.Repeat(`<p><img src="/img/row.png"> filler filler filler filler</p>`+"\n", 4000) + "</body></html>"
@@ -23,7 +30,7 @@ func cdnOrigin(t *testing.T) *httptest.Server {
 		switch r.URL.Path {
 		case "/static/site.css":
 			w.Header().Set("Content-Type", "text/css")
-			w.Header().Set("ETag", `"css-7"`)
+			w.Header().Set("ETag", cssETag.Load().(string))
 			fmt.Fprint(w, `body{background:url("/img/bg.png")}`)
 		case "/fonts/a.woff2":
 			w.Header().Set("Content-Type", "font/woff2")
@@ -168,7 +175,12 @@ routes:
     upstream: app
     cdn: {host: "https://cdn.example.test", fingerprint: true}
 `, o.URL)
-	_, base, _ := runGateway(t, parse(t, cfg))
+	g, base, _ := runGateway(t, parse(t, cfg))
+	g.mu.Lock()
+	for _, cr := range g.rewriters {
+		cr.versions.recheck = 100 * time.Millisecond
+	}
+	g.mu.Unlock()
 	read := func(path string) (*http.Response, string) {
 		resp, err := http.Get(base + path)
 		if err != nil {
@@ -195,5 +207,25 @@ routes:
 	resp, _ = read("/static/site.css")
 	if cc := resp.Header.Get("Cache-Control"); strings.Contains(cc, "immutable") {
 		t.Errorf("unversioned asset must not be immutable: %q", cc)
+	}
+	resp, _ = read("/static/site.css?v=made-up")
+	if cc := resp.Header.Get("Cache-Control"); strings.Contains(cc, "immutable") {
+		t.Errorf("a made-up version must not be immutable: %q", cc)
+	}
+	// The asset changes at the origin and never passes through the gateway
+	// again (the CDN has it): pages pick the new version up anyway.
+	cssETag.Store(`"css-8"`)
+	defer cssETag.Store(`"css-7"`)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, page2 := read("/")
+		j := strings.Index(page2, "https://cdn.example.test/static/site.css?v=")
+		if j >= 0 && page2[j:j+len(versioned)+len("https://cdn.example.test")] != "https://cdn.example.test"+versioned {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the page still names the old version after the asset changed: %s", versioned)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -316,7 +316,7 @@ func (g *Gateway) rewritersFor(cfg *config.Config) (map[string]*cdnRoute, error)
 		if cc.Fingerprint {
 			// Versions are learnt from the ETags of the assets this gateway
 			// serves as the CDN's origin (see serveCDN).
-			cr.versions = &cdn.VersionMap{}
+			cr.versions = &liveVersions{}
 			cc.Versioner = cr.versions
 		}
 		rw, err := cdn.New(cc)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"sort"
 	"strings"
+	"sync/atomic"
 
 	"github.com/scaleout/scaleout/cdn"
 	"github.com/scaleout/scaleout/config"
@@ -16,9 +17,10 @@ type route struct {
 	host      string // exact host, "*.suffix" wildcard, or "" for any
 	prefix    string
 	upstream  *upstream
-	cdn       *cdn.Rewriter      // nil: no CDN offloading on this route
-	versions  *cdn.VersionMap    // asset versions for fingerprinting, or nil
-	cache     *httpcache.Options // nil: no HTTP caching on this route
+	cdn       *cdn.Rewriter           // nil: no CDN offloading on this route
+	versions  *liveVersions           // asset versions for fingerprinting, or nil
+	lastHost  *atomic.Pointer[string] // Host of the route's last page, for version rechecks
+	cache     *httpcache.Options      // nil: no HTTP caching on this route
 	cacheOpts httpcache.Options
 	// setHeaders are the upstream's request_headers, copied here so that
 	// the request path never reads the (reloadable) upstream config.
@@ -49,6 +51,7 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 		if cr := rewriters[c.Name]; cr != nil {
 			rt := &r.routes[len(r.routes)-1]
 			rt.cdn, rt.versions = cr.rw, cr.versions
+			rt.lastHost = &cr.lastHost
 		}
 		if u := ups[c.Upstream]; u != nil {
 			rt := &r.routes[len(r.routes)-1]
@@ -76,6 +79,12 @@ func newRouter(rs []config.Route, ups map[string]*upstream, rewriters map[string
 		}
 		return len(a.prefix) > len(b.prefix)
 	})
+	for i := range r.routes {
+		if rt := &r.routes[i]; rt.versions != nil && rt.upstream != nil {
+			f := versionRefresher(rt)
+			rt.versions.refresh.Store(&f)
+		}
+	}
 	return r
 }
 
