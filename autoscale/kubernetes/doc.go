@@ -22,10 +22,12 @@
 // # Discovery
 //
 // The provider lists the EndpointSlices labelled
-// kubernetes.io/service-name=<Service> at once and then every Resync
-// (default 5 s): a poll, not a watch, so that a missed event, a restarted
-// API server or an expired watch can never leave the pool out of date for
-// longer than Resync, and every failure surfaces as an error of one call.
+// kubernetes.io/service-name=<Service> at once, then every Resync (default
+// 5 s), and also as soon as a watch on them reports a change. The list, not
+// the watch, is the source of truth: a missed event, a restarted API server
+// or an expired watch can never leave the pool out of date for longer than
+// Resync, and every failure surfaces as the error of one call. (A watch
+// that fails is opened again after a backoff, silently: the list reports.)
 // An endpoint is ready when its ready condition is true or unset and it is
 // not terminating. A ready endpoint joins the pool (balancer.NewBackend of
 // scheme://address:port, its backend ID is address:port); one that becomes
@@ -79,9 +81,9 @@
 //	subjects:
 //	- {kind: ServiceAccount, name: scaleout-gateway, namespace: shop}
 //
-// (The provider only lists EndpointSlices today; watch is granted so that a
-// later watch-based version needs no RBAC change.) Inside the pod, build the
-// client from the ServiceAccount's token with rest.InClusterConfig:
+// Without watch the provider still works, on the Resync poll alone. Inside
+// the pod, build the client from the ServiceAccount's token with
+// rest.InClusterConfig:
 //
 //	cfg, err := rest.InClusterConfig() // k8s.io/client-go/rest
 //	if err != nil { ... }              // not in a pod

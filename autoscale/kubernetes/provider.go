@@ -15,6 +15,7 @@ import (
 
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	k8s "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
@@ -173,6 +174,11 @@ func (p *Provider) Scale(n int) {
 	p.mu.Lock()
 	p.desired, p.scaleSet = n, true
 	p.mu.Unlock()
+	p.nudge()
+}
+
+// nudge wakes Run for a sync, unless one is pending already.
+func (p *Provider) nudge() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -238,8 +244,9 @@ func compareStrings(a, b string) int {
 	return 0
 }
 
-// Run reads the scale and the EndpointSlices at once, then every Resync
-// and whenever Scale is called, until ctx is done; it writes the scale when
+// Run reads the scale and the EndpointSlices at once, then every Resync,
+// whenever Scale is called and whenever a watch on the EndpointSlices sees
+// a change, until ctx is done; it writes the scale when
 // it differs from what Scale asked for. A failed API call is reported as an
 // Event (scale_up's failure as start_failed, scale_down's as stop_failed,
 // EndpointSlice listing as start_failed) with its error and RetryIn, and
@@ -257,6 +264,16 @@ func (p *Provider) Run(ctx context.Context, report func(autoscale.Event)) error 
 	if report == nil {
 		report = func(autoscale.Event) {}
 	}
+	watchDone := make(chan struct{})
+	wctx, stopWatch := context.WithCancel(ctx)
+	go func() {
+		defer close(watchDone)
+		p.watchSlices(wctx)
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
 	t := time.NewTimer(0)
 	defer t.Stop()
 	wait := time.Duration(0) // current backoff; 0 when the last sync worked
@@ -285,12 +302,64 @@ func (p *Provider) Run(ctx context.Context, report func(autoscale.Event)) error 
 		}
 		wake = nil // Scale waits for the backoff too
 		for _, e := range errs {
-			e.Time = time.Now()
+			// e.Time is left to the Controller's clock.
 			e.RetryIn = wait.String()
 			p.log.Warn("kubernetes API call failed", "reason", e.Reason, "err", e.Error, "retry_in", e.RetryIn)
 			report(e)
 		}
 		t.Reset(wait)
+	}
+}
+
+// watchSlices watches the Service's EndpointSlices and nudges Run at each
+// change, so that the pool follows them without waiting for Resync, until
+// ctx is done. A failed or closed watch is opened again, after a backoff if
+// it failed or lasted less than Backoff; its failures are not reported:
+// the poll in Run reports the API's failures.
+func (p *Provider) watchSlices(ctx context.Context) {
+	wait := p.cfg.Backoff
+	for {
+		began := time.Now()
+		w, err := p.client.DiscoveryV1().EndpointSlices(p.cfg.Namespace).Watch(ctx, metav1.ListOptions{
+			LabelSelector: serviceNameLabel + "=" + p.cfg.Service,
+		})
+		if err == nil {
+			p.nudge() // changes between two watches
+			err = p.follow(ctx, w)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil && time.Since(began) >= p.cfg.Backoff {
+			wait = p.cfg.Backoff
+			continue
+		}
+		p.log.Debug("EndpointSlice watch ended", "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, p.cfg.MaxBackoff)
+	}
+}
+
+// follow nudges Run at each event of w until w ends or ctx is done.
+func (p *Provider) follow(ctx context.Context, w watch.Interface) error {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				return nil
+			}
+			if ev.Type == watch.Error {
+				return fmt.Errorf("watching EndpointSlices: %v", ev.Object)
+			}
+			p.nudge()
+		}
 	}
 }
 

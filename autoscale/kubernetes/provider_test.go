@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
@@ -48,7 +49,7 @@ type cluster struct {
 	fail      error // every API call fails with it when set
 }
 
-func newCluster(t *testing.T, replicas int32) *cluster {
+func newCluster(t testing.TB, replicas int32) *cluster {
 	t.Helper()
 	c := &cluster{rv: 1}
 	dep := &appsv1.Deployment{
@@ -639,4 +640,88 @@ func countState(p *Provider, s autoscale.InstanceState) int {
 		}
 	}
 	return n
+}
+
+// watched waits until the provider has opened n watches.
+func (c *cluster) watched(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, fmt.Sprintf("%d watches", n), func() bool {
+		w := 0
+		for _, a := range c.client.Actions() {
+			if a.GetVerb() == "watch" && a.GetResource().Resource == "endpointslices" {
+				w++
+			}
+		}
+		return w >= n
+	})
+}
+
+// With a Resync of an hour only the watch can bring changes into the pool;
+// a watch that fails to open is retried after a backoff.
+func TestDiscoveryWatch(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		failWatch int // watches to refuse first
+	}{
+		{"watch", 0},
+		{"watch fails twice", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 1)
+			var mu sync.Mutex
+			refused := 0
+			c.client.PrependWatchReactor("endpointslices", func(k8stesting.Action) (bool, watch.Interface, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				if refused < tc.failWatch {
+					refused++
+					return true, nil, apierrors.NewTooManyRequests("slow down", 1)
+				}
+				return false, nil, nil
+			})
+			pool := newPool(t)
+			p := newProvider(t, c, pool, Config{Port: "http", Resync: time.Hour, Backoff: 10 * time.Millisecond})
+			ev := start(t, p)
+			c.watched(t, tc.failWatch+1)
+			c.apply(t, slice("web-a", "web", ep{ip: "10.0.0.1", ready: yes()}))
+			eventually(t, "added", func() bool { return slices.Equal(poolIDs(pool), []string{"10.0.0.1:8080"}) })
+			c.apply(t, slice("web-a", "web", ep{ip: "10.0.0.1", ready: no()}, ep{ip: "10.0.0.2", ready: yes()}))
+			eventually(t, "replaced", func() bool { return slices.Equal(poolIDs(pool), []string{"10.0.0.2:8080"}) })
+			if e := ev.list(); len(e) != 0 {
+				t.Fatalf("events %+v", e)
+			}
+		})
+	}
+}
+
+// BenchmarkSync measures one round (read the scale, list 4 slices of 64
+// endpoints, diff them against the pool) against the fake clientset.
+func BenchmarkSync(b *testing.B) {
+	c := newCluster(b, 256)
+	pool, err := balancer.New("web", balancer.Config{}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, err := New(c.client, pool, Config{Namespace: ns, Deployment: depName, Port: "http"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for s := range 4 {
+		var eps []ep
+		for i := range 64 {
+			eps = append(eps, ep{ip: fmt.Sprintf("10.0.%d.%d", s, i), ready: yes()})
+		}
+		if _, err := c.client.DiscoveryV1().EndpointSlices(ns).Create(context.Background(), slice(fmt.Sprintf("web-%d", s), "web", eps...), metav1.CreateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if errs := p.sync(context.Background()); len(errs) != 0 {
+			b.Fatal(errs)
+		}
+	}
+	if n := len(pool.Backends()); n != 256 {
+		b.Fatalf("pool has %d backends", n)
+	}
 }
