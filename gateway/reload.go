@@ -25,7 +25,10 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 		g.log.Warn("listen, admin, tls and server settings change only on restart; keeping the running ones")
 	}
 	cfg.Listen, cfg.Admin, cfg.TLS, cfg.Server = old.Listen, old.Admin, old.TLS, old.Server
-	cfg.Realtime = old.Realtime // the hub and its broker are built at start
+	if fmt.Sprint(old.Realtime) != fmt.Sprint(cfg.Realtime) || old.Cache != cfg.Cache {
+		g.log.Warn("realtime and cache layer settings change only on restart; keeping the running ones")
+	}
+	cfg.Realtime, cfg.Cache = old.Realtime, old.Cache // built at start
 
 	// Check everything first, so that a bad file changes nothing.
 	type plan struct {
