@@ -149,3 +149,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestRealtimeValidation(t *testing.T) {
+	base := minimal + "realtime:\n  secret: s\n"
+	withRoute := strings.Replace(base, "    upstream: app\n", "    upstream: app\n    realtime: {path: /ws}\n", 1)
+	if _, err := Parse([]byte(withRoute)); err != nil {
+		t.Fatalf("valid realtime config rejected: %v", err)
+	}
+	tests := []struct {
+		name, old, new, want string
+	}{
+		{"unknown broker", "realtime:\n", "realtime:\n  broker: kafka\n", "realtime.broker"},
+		{"redis broker without url", "realtime:\n", "realtime:\n  broker: redis\n", "realtime.redis_url"},
+		{"nats without history", "realtime:\n", "realtime:\n  broker: nats\n", "needs redis_url"},
+		{"negative queue", "realtime:\n", "realtime:\n  send_queue: -1\n", "realtime.send_queue"},
+		{"bad anonymous channel", "realtime:\n", "realtime:\n  anonymous_channels: [\"$x\"]\n", "anonymous_channels.0"},
+		{"nobody can connect", "  secret: s\n", "  history_size: 10\n", "no connection could ever be accepted"},
+		{"path without slash", "realtime: {path: /ws}", "realtime: {path: ws}", "routes.0.realtime.path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := strings.Replace(withRoute, tt.old, tt.new, 1)
+			_, err := Parse([]byte(src))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -154,6 +154,23 @@ func (c *Config) validate(v *validator) {
 	if rt.Broker == "nats" && rt.NATSURL == "" {
 		rt.NATSURL = "nats://127.0.0.1:4222"
 	}
+	if rt.Broker == "nats" && rt.RedisURL == "" {
+		v.errf("realtime.redis_url", "the nats broker needs redis_url for channel history and presence across nodes")
+	}
+	if rt.SendQueue < 0 {
+		v.errf("realtime.send_queue", "%d is negative", rt.SendQueue)
+	}
+	if rt.HistorySize > 100000 {
+		v.errf("realtime.history_size", "%d is more than 100000 messages per channel", rt.HistorySize)
+	}
+	for i, ch := range rt.AnonymousChannels {
+		if strings.HasPrefix(ch, "$") || strings.ContainsAny(ch, " \t\r\n") || ch == "" {
+			v.errf(fmt.Sprintf("realtime.anonymous_channels.%d", i), "%q is not a channel name or prefix", ch)
+		}
+	}
+	if c.hasRealtimeRoute() && rt.Secret == "" && !rt.AllowAnonymous {
+		v.errf("realtime.secret", "no connection could ever be accepted: set a secret to sign tokens with, or allow_anonymous")
+	}
 	if u := rt.RedisURL; u != "" && !strings.HasPrefix(u, "redis://") && !strings.HasPrefix(u, "rediss://") {
 		v.errf("realtime.redis_url", "%q is not a redis:// URL", u)
 	}
@@ -365,4 +382,13 @@ func (r Route) CDNConfig() cdn.Config {
 		CDNHeader:         c.PullHeader,
 		CDNSources:        sources,
 	}
+}
+
+func (c *Config) hasRealtimeRoute() bool {
+	for _, r := range c.Routes {
+		if r.Realtime != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -54,6 +54,12 @@ func (g *Gateway) openHub(cfg *config.Config) error {
 		if err != nil {
 			return fmt.Errorf("realtime.redis_url: %w", err)
 		}
+		// A publish runs a script that assigns the next sequence number: a
+		// retry after a timeout could publish twice, so there is none, and
+		// a stalled Redis is given up on quickly (the node then delivers
+		// locally and says so).
+		opt.MaxRetries = -1
+		opt.DialTimeout, opt.ReadTimeout, opt.WriteTimeout = time.Second, time.Second, time.Second
 		rdb = redis.NewClient(opt)
 		hc.Presence = rdb
 		g.closers = append(g.closers, rdb.Close)
