@@ -39,7 +39,11 @@ type RedisBrokerConfig struct {
 var _ Broker = (*RedisBroker)(nil)
 
 // NewRedisBroker returns a broker using client, which must not be a
-// cluster client (the pub/sub channel is not sharded).
+// cluster client (the pub/sub channel is not sharded). Give it a client
+// that does not retry commands (redis.Options.MaxRetries = -1) and has
+// short timeouts: a publish runs a script that assigns the channel's next
+// sequence number, and a retry after a timeout that in fact reached Redis
+// would publish the message twice.
 func NewRedisBroker(client redis.UniversalClient, cfg RedisBrokerConfig) *RedisBroker {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "scaleout:rt"
