@@ -32,7 +32,9 @@
 // not terminating. A ready endpoint joins the pool (balancer.NewBackend of
 // scheme://address:port, its backend ID is address:port); one that becomes
 // not ready or terminating, or disappears, is removed from the pool, which
-// drains it. If some EndpointSlice cannot be read (for example it lacks the
+// drains it. Give the pods a preStop sleep of a few seconds so that they
+// still serve while the gateway notices they are terminating (at once by
+// the watch, within Resync without it). If some EndpointSlice cannot be read (for example it lacks the
 // configured port) the pool is left as it is and the error is reported.
 //
 // Instances reports the ready endpoints (ready), the removed ones still
@@ -44,10 +46,13 @@
 //
 // A failed API call is reported to Run's report function as an
 // autoscale.Event with the error and RetryIn: start_failed when reading the
-// scale, scaling up or listing the EndpointSlices failed, stop_failed when
-// scaling down failed. The next attempt waits Backoff, doubling up to
-// MaxBackoff while the failures go on, and Scale does not cut the wait
-// short: a broken API server is never called in a tight loop.
+// scale, scaling up or discovering the endpoints failed, stop_failed when
+// scaling down failed. The scale and the discovery are retried each on
+// its own backoff — Backoff, doubling up to MaxBackoff while the failures
+// go on, back to Resync after a success — so that a Deployment that cannot
+// be scaled (RBAC, deleted) does not hold up discovery. Neither Scale nor
+// the watch cuts a backoff short: a broken API server is never called in a
+// tight loop.
 //
 // # Stopping
 //

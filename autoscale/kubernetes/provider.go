@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -128,7 +129,8 @@ type Provider struct {
 	log    *slog.Logger
 
 	running atomic.Bool
-	wake    chan struct{} // Scale's nudge to Run, buffered 1
+	// Nudges to Run, buffered 1: from Scale, and from the watch.
+	wakeScale, wakeSlices chan struct{}
 
 	mu       sync.Mutex
 	desired  int  // asked for by Scale
@@ -154,33 +156,34 @@ func New(client k8s.Interface, pool autoscale.Pool, cfg Config) (*Provider, erro
 		return nil, fmt.Errorf("%w: a client and a pool are required", ErrConfig)
 	}
 	return &Provider{
-		client:   client,
-		pool:     pool,
-		cfg:      cfg,
-		log:      cfg.Logger.With("provider", "kubernetes", "namespace", cfg.Namespace, "deployment", cfg.Deployment),
-		wake:     make(chan struct{}, 1),
-		ready:    map[string]member{},
-		stopping: map[string]member{},
+		client:     client,
+		pool:       pool,
+		cfg:        cfg,
+		log:        cfg.Logger.With("provider", "kubernetes", "namespace", cfg.Namespace, "deployment", cfg.Deployment),
+		wakeScale:  make(chan struct{}, 1),
+		wakeSlices: make(chan struct{}, 1),
+		ready:      map[string]member{},
+		stopping:   map[string]member{},
 	}, nil
 }
 
 // Config returns the configuration with its defaults filled in.
 func (p *Provider) Config() Config { return p.cfg }
 
-// Scale sets the Deployment's desired replicas to n (values below 0 mean
-// 0). It returns at once; Run writes the scale subresource.
+// Scale sets the Deployment's desired replicas to n (clamped to
+// [0, MaxInt32]). It returns at once; Run writes the scale subresource.
 func (p *Provider) Scale(n int) {
-	n = max(n, 0)
+	n = min(max(n, 0), math.MaxInt32)
 	p.mu.Lock()
 	p.desired, p.scaleSet = n, true
 	p.mu.Unlock()
-	p.nudge()
+	nudge(p.wakeScale)
 }
 
-// nudge wakes Run for a sync, unless one is pending already.
-func (p *Provider) nudge() {
+// nudge wakes Run through c, unless a wake-up is pending already.
+func nudge(c chan struct{}) {
 	select {
-	case p.wake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -189,7 +192,7 @@ func (p *Provider) nudge() {
 // removed from the pool that are still draining there (stopping), and as
 // many starting instances as the Deployment's spec.replicas exceeds the
 // ready endpoints: these have IDs "<deployment>-pending-<i>", no backend,
-// and Started is when the scale was last read.
+// and Started is when spec.replicas was last seen to change.
 func (p *Provider) Instances() []autoscale.Instance {
 	inPool := map[string]bool{}
 	for _, b := range p.pool.Backends() {
@@ -245,12 +248,13 @@ func compareStrings(a, b string) int {
 }
 
 // Run reads the scale and the EndpointSlices at once, then every Resync,
-// whenever Scale is called and whenever a watch on the EndpointSlices sees
-// a change, until ctx is done; it writes the scale when
-// it differs from what Scale asked for. A failed API call is reported as an
-// Event (scale_up's failure as start_failed, scale_down's as stop_failed,
-// EndpointSlice listing as start_failed) with its error and RetryIn, and
-// retried after an exponential backoff, so a broken API is never hammered.
+// until ctx is done; it writes the scale at once when Scale asks for another
+// size (and at each Resync while the replicas differ), and lists the
+// EndpointSlices at once when a watch on them sees a change. A failed API
+// call is reported as an Event (start_failed; stop_failed for a failed
+// scale-down) with its error and RetryIn, and retried after an exponential
+// backoff, the scale and the discovery each on its own, so that a broken
+// API is never hammered (see the package doc).
 //
 // When ctx is done Run returns nil and leaves the Deployment and the pool as
 // they are: it does not scale the Deployment to 0, because the cluster
@@ -274,41 +278,63 @@ func (p *Provider) Run(ctx context.Context, report func(autoscale.Event)) error 
 		stopWatch()
 		<-watchDone
 	}()
+	// The scale and the EndpointSlices are two parts, each with its own
+	// schedule and backoff: a Deployment that cannot be scaled (RBAC,
+	// deleted) does not hold up discovery, nor the other way round.
+	parts := []*part{
+		{wake: p.wakeScale, sync: p.syncScale},
+		{wake: p.wakeSlices, sync: p.syncEndpoints},
+	}
 	t := time.NewTimer(0)
 	defer t.Stop()
-	wait := time.Duration(0) // current backoff; 0 when the last sync worked
-	wake := p.wake
 	for {
+		woken := -1
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-wake:
-			t.Stop() // Go 1.23+ timers: no stale tick after Stop
+		case <-p.wakeScale:
+			woken = 0
+		case <-p.wakeSlices:
+			woken = 1
 		}
-		errs := p.sync(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if len(errs) == 0 {
-			wait, wake = 0, p.wake
-			t.Reset(p.cfg.Resync)
-			continue
-		}
-		if wait == 0 {
-			wait = p.cfg.Backoff
-		} else {
-			wait = min(2*wait, p.cfg.MaxBackoff)
-		}
-		wake = nil // Scale waits for the backoff too
-		for _, e := range errs {
+		now := time.Now()
+		for i, pt := range parts {
+			due := !now.Before(pt.next) || (i == woken && pt.wait == 0)
+			if !due {
+				continue // not yet, or backing off: a wake-up does not cut a backoff short
+			}
+			e, err := pt.sync(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err == nil {
+				pt.wait, pt.next = 0, now.Add(p.cfg.Resync)
+				continue
+			}
+			if pt.wait == 0 {
+				pt.wait = p.cfg.Backoff
+			} else {
+				pt.wait = min(2*pt.wait, p.cfg.MaxBackoff)
+			}
+			pt.next = now.Add(pt.wait)
 			// e.Time is left to the Controller's clock.
-			e.RetryIn = wait.String()
+			e.Error, e.RetryIn = err.Error(), pt.wait.String()
 			p.log.Warn("kubernetes API call failed", "reason", e.Reason, "err", e.Error, "retry_in", e.RetryIn)
 			report(e)
 		}
-		t.Reset(wait)
+		t.Stop() // Go 1.23+ timers: no stale tick after Stop
+		t.Reset(max(min(parts[0].next.Sub(now), parts[1].next.Sub(now)), 0))
 	}
+}
+
+// part is one of Run's two jobs: its next run and its current backoff (0
+// after a success).
+type part struct {
+	wake chan struct{}
+	sync func(context.Context) (autoscale.Event, error)
+	next time.Time
+	wait time.Duration
 }
 
 // watchSlices watches the Service's EndpointSlices and nudges Run at each
@@ -324,7 +350,7 @@ func (p *Provider) watchSlices(ctx context.Context) {
 			LabelSelector: serviceNameLabel + "=" + p.cfg.Service,
 		})
 		if err == nil {
-			p.nudge() // changes between two watches
+			nudge(p.wakeSlices) // changes between two watches
 			err = p.follow(ctx, w)
 		}
 		if ctx.Err() != nil {
@@ -358,28 +384,9 @@ func (p *Provider) follow(ctx context.Context, w watch.Interface) error {
 			if ev.Type == watch.Error {
 				return fmt.Errorf("watching EndpointSlices: %v", ev.Object)
 			}
-			p.nudge()
+			nudge(p.wakeSlices)
 		}
 	}
-}
-
-// sync writes and reads the scale and applies the EndpointSlices to the
-// pool; it returns an event for each part that failed.
-func (p *Provider) sync(ctx context.Context) []autoscale.Event {
-	var events []autoscale.Event
-	if e, err := p.syncScale(ctx); err != nil {
-		e.Error = err.Error()
-		events = append(events, e)
-	}
-	if err := p.syncEndpoints(ctx); err != nil {
-		events = append(events, autoscale.Event{
-			Type:     autoscale.EventStartFailed,
-			Instance: p.cfg.Deployment,
-			Reason:   fmt.Sprintf("listing the EndpointSlices of service %s/%s", p.cfg.Namespace, p.cfg.Service),
-			Error:    err.Error(),
-		})
-	}
-	return events
 }
 
 // syncScale reads the Deployment's scale and, if Scale was called and the
@@ -432,19 +439,35 @@ func (p *Provider) syncScale(ctx context.Context) (autoscale.Event, error) {
 
 func (p *Provider) setSpec(n int) {
 	p.mu.Lock()
-	p.spec, p.specAt = n, time.Now()
+	if n != p.spec || p.specAt.IsZero() {
+		p.spec, p.specAt = n, time.Now()
+	}
 	p.mu.Unlock()
 }
 
 // syncEndpoints lists the Service's EndpointSlices and makes the pool hold
 // exactly their ready endpoints: new ones are added, the ones that became
 // not ready or terminating, or disappeared, are removed (drained).
-func (p *Provider) syncEndpoints(ctx context.Context) error {
+func (p *Provider) syncEndpoints(ctx context.Context) (autoscale.Event, error) {
+	e := autoscale.Event{
+		Type:     autoscale.EventStartFailed,
+		Instance: p.cfg.Deployment,
+		Reason:   fmt.Sprintf("discovering the endpoints of service %s/%s", p.cfg.Namespace, p.cfg.Service),
+	}
+	err := p.applyEndpoints(ctx)
+	if err != nil {
+		return e, fmt.Errorf("%s: %w", e.Reason, err)
+	}
+	return e, nil
+}
+
+// applyEndpoints does syncEndpoints' work.
+func (p *Provider) applyEndpoints(ctx context.Context) error {
 	list, err := p.client.DiscoveryV1().EndpointSlices(p.cfg.Namespace).List(ctx, metav1.ListOptions{
 		LabelSelector: serviceNameLabel + "=" + p.cfg.Service,
 	})
 	if err != nil {
-		return err
+		return fmt.Errorf("listing EndpointSlices: %w", err)
 	}
 	want := map[string]member{}
 	var errs []error

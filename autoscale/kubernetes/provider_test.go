@@ -498,7 +498,7 @@ func TestAPIErrorsBackoff(t *testing.T) {
 			if e.Type != autoscale.EventStartFailed || !strings.Contains(e.Reason, "scaling deployment shop/web from 0 to 3") && !strings.Contains(e.Reason, "reading the scale") {
 				t.Errorf("event %d: %+v", i, e)
 			}
-		} else if !strings.Contains(e.Reason, "EndpointSlices of service shop/web") {
+		} else if !strings.Contains(e.Reason, "endpoints of service shop/web") {
 			t.Errorf("event %d: %+v", i, e)
 		}
 	}
@@ -519,9 +519,10 @@ func TestAPIErrorsBackoff(t *testing.T) {
 	}
 }
 
-func TestScaleDownFailureIsStopFailed(t *testing.T) {
+func TestScaleFailureDoesNotHoldUpDiscovery(t *testing.T) {
 	c := newCluster(t, 4)
-	p := newProvider(t, c, newPool(t), Config{Backoff: time.Hour})
+	pool := newPool(t)
+	p := newProvider(t, c, pool, Config{Port: "http", Backoff: time.Hour})
 	c.client.PrependReactor("update", "deployments", func(k8stesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "deployments/scale"}, depName, errors.New("RBAC says no"))
 	})
@@ -531,6 +532,17 @@ func TestScaleDownFailureIsStopFailed(t *testing.T) {
 	e := ev.list()[0]
 	if e.Type != autoscale.EventStopFailed || e.Desired != 1 || !strings.Contains(e.Reason, "from 4 to 1") || !strings.Contains(e.Error, "RBAC says no") {
 		t.Fatalf("event %+v", e)
+	}
+	// The scale backs off for an hour; discovery goes on meanwhile, and
+	// Scale calls do not cut the backoff short.
+	c.apply(t, slice("web-a", "web", ep{ip: "10.0.0.1", ready: yes()}))
+	for range 20 {
+		p.Scale(1)
+		time.Sleep(time.Millisecond)
+	}
+	eventually(t, "discovery", func() bool { return len(poolIDs(pool)) == 1 })
+	if n := len(ev.list()); n != 1 {
+		t.Fatalf("%d events, want 1: %+v", n, ev.list())
 	}
 }
 
@@ -717,8 +729,11 @@ func BenchmarkSync(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if errs := p.sync(context.Background()); len(errs) != 0 {
-			b.Fatal(errs)
+		if _, err := p.syncScale(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.syncEndpoints(context.Background()); err != nil {
+			b.Fatal(err)
 		}
 	}
 	if n := len(pool.Backends()); n != 256 {
