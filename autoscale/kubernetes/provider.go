@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -215,7 +216,7 @@ func (p *Provider) Instances() []autoscale.Instance {
 		if a.State != b.State {
 			return stateOrder(a.State) - stateOrder(b.State)
 		}
-		return compareStrings(a.Backend, b.Backend)
+		return strings.Compare(a.Backend, b.Backend)
 	})
 	for i := range p.spec - len(p.ready) {
 		out = append(out, autoscale.Instance{
@@ -235,16 +236,6 @@ func stateOrder(s autoscale.InstanceState) int {
 		return 1
 	}
 	return 2
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Run reads the scale and the EndpointSlices at once, then every Resync,
