@@ -19,6 +19,8 @@ require (
 	golang.org/x/net v0.63.0
 )
 
+require github.com/spf13/pflag v1.0.10 // indirect
+
 require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc // indirect

@@ -52,8 +52,9 @@
 // binary as the command, not a launcher such as "go run".) The cpu metric
 // is read from /proc/<pid>/stat for the whole process group.
 //
-// A Kubernetes provider (a Deployment's scale subresource and its
-// EndpointSlices) is not part of this package yet.
+// The kubernetes provider (a Deployment's scale subresource and its
+// EndpointSlices) is in the subpackage autoscale/kubernetes, so that only
+// programs that use it depend on client-go.
 //
 // # Concurrency
 //

@@ -31,7 +31,10 @@ type Provider interface {
 	// Instances lists the instances that are starting, ready or stopping.
 	Instances() []Instance
 	// Run runs the provider until ctx is done, reporting failures and
-	// changes through report; then it stops every instance and returns.
+	// changes through report; then it stops the instances it runs itself
+	// (the process provider does; the kubernetes provider leaves the
+	// Deployment as it is, since the cluster outlives the gateway) and
+	// returns.
 	Run(ctx context.Context, report func(Event)) error
 }
 

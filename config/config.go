@@ -460,9 +460,20 @@ type Autoscale struct {
 	} `yaml:"scale_up"`
 	// ScaleDownWindow: the highest recommendation in it wins. Default 5m.
 	ScaleDownWindow Duration `yaml:"scale_down_window"`
-	// Provider runs the instances: process (the default). kubernetes is
-	// not available yet.
+	// Provider runs the instances: process (the default) or kubernetes.
 	Provider string `yaml:"provider"`
+	// Kubernetes configures the kubernetes provider: the Deployment it
+	// scales and the Service whose EndpointSlices list its ready pods.
+	Kubernetes struct {
+		Namespace  string `yaml:"namespace"`  // default "default"
+		Deployment string `yaml:"deployment"` // required
+		Service    string `yaml:"service"`    // default the Deployment's name
+		Port       string `yaml:"port"`       // port name or number; default the only one
+		Scheme     string `yaml:"scheme"`     // http (default) or https
+		// Kubeconfig is a kubeconfig file; by default the in-cluster
+		// service account is used.
+		Kubeconfig string `yaml:"kubeconfig"`
+	} `yaml:"kubernetes"`
 	// Command runs one instance (process provider); it gets PORT and
 	// INSTANCE_ID in its environment. Give the program itself, not "go run".
 	Command []string `yaml:"command"`

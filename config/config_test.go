@@ -177,3 +177,31 @@ func TestRealtimeValidation(t *testing.T) {
 		})
 	}
 }
+
+func TestAutoscaleProviders(t *testing.T) {
+	block := func(provider string) string {
+		return strings.Replace(minimal, "    health:", "    autoscale:\n"+provider+"    health:", 1)
+	}
+	tests := []struct {
+		name, block, want string
+	}{
+		{"process needs a command", "      min: 1\n", "autoscale.command"},
+		{"kubernetes needs a deployment", "      provider: kubernetes\n", "kubernetes.deployment"},
+		{"unknown provider", "      provider: nomad\n", "unknown provider"},
+		{"bad metric", "      command: [x]\n      metric: memory\n", "autoscale.metric"},
+		{"min over max", "      command: [x]\n      min: 5\n      max: 2\n", "autoscale.min"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(block(tt.block)))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+	for _, ok := range []string{"      command: [/bin/app]\n", "      provider: kubernetes\n      kubernetes: {deployment: web, port: http}\n"} {
+		if _, err := Parse([]byte(block(ok))); err != nil {
+			t.Errorf("valid autoscale block rejected: %v\n%s", err, ok)
+		}
+	}
+}

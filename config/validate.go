@@ -312,9 +312,14 @@ func (c *Config) validateUpstream(v *validator, name string) {
 				v.errf(ap+".command", "missing: the program (and arguments) that runs one instance")
 			}
 		case "kubernetes":
-			v.errf(ap+".provider", "the kubernetes provider is not available in this build yet; use process")
+			if a.Kubernetes.Deployment == "" {
+				v.errf(ap+".kubernetes.deployment", "missing: the Deployment to scale")
+			}
+			if s := a.Kubernetes.Scheme; s != "" && s != "http" && s != "https" {
+				v.errf(ap+".kubernetes.scheme", "%q is not http or https", s)
+			}
 		default:
-			v.errf(ap+".provider", "unknown provider %q (want process)", a.Provider)
+			v.errf(ap+".provider", "unknown provider %q (want process or kubernetes)", a.Provider)
 		}
 		if a.Metric != "" && !slices.Contains([]string{"inflight", "rps", "latency_p95", "cpu"}, a.Metric) {
 			v.errf(ap+".metric", "unknown metric %q (want inflight, rps, latency_p95 or cpu)", a.Metric)

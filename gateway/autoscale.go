@@ -8,7 +8,12 @@ import (
 	"slices"
 	"sort"
 
+	k8s "k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
 	"github.com/scaleout/scaleout/autoscale"
+	kubeprovider "github.com/scaleout/scaleout/autoscale/kubernetes"
 	"github.com/scaleout/scaleout/config"
 )
 
@@ -36,20 +41,7 @@ func (g *Gateway) autoscaleConfig(a *config.Autoscale) autoscale.Config {
 // newController builds the autoscaler of an upstream: a process provider
 // that adds its instances to the upstream's pool, and the controller.
 func (g *Gateway) newController(u *upstream, a *config.Autoscale) error {
-	env := make([]string, 0, len(a.Env))
-	for k, v := range a.Env {
-		env = append(env, k+"="+v)
-	}
-	sort.Strings(env)
-	prov, err := autoscale.NewProcess(u.name, u.pool, autoscale.ProcessConfig{
-		Command:      a.Command,
-		Env:          env,
-		HealthPath:   a.HealthPath,
-		DrainTimeout: u.cfg.DrainTimeout.Std(),
-		StopGrace:    a.StopGrace.Std(),
-		Stderr:       os.Stderr,
-		Logger:       g.log,
-	})
+	prov, err := g.newProvider(u, a)
 	if err != nil {
 		return fmt.Errorf("upstream %s: autoscale: %w", u.name, err)
 	}
@@ -60,6 +52,53 @@ func (g *Gateway) newController(u *upstream, a *config.Autoscale) error {
 	u.ctl = ctl
 	u.ctlCmd = slices.Clone(a.Command)
 	return nil
+}
+
+func (g *Gateway) newProvider(u *upstream, a *config.Autoscale) (autoscale.Provider, error) {
+	if a.Provider == "kubernetes" {
+		k := a.Kubernetes
+		client, err := g.kubeClient(k.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		return kubeprovider.New(client, u.pool, kubeprovider.Config{
+			Namespace: k.Namespace, Deployment: k.Deployment, Service: k.Service,
+			Port: k.Port, Scheme: k.Scheme, Logger: g.log,
+		})
+	}
+	env := make([]string, 0, len(a.Env))
+	for k, v := range a.Env {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	return autoscale.NewProcess(u.name, u.pool, autoscale.ProcessConfig{
+		Command:      a.Command,
+		Env:          env,
+		HealthPath:   a.HealthPath,
+		DrainTimeout: u.cfg.DrainTimeout.Std(),
+		StopGrace:    a.StopGrace.Std(),
+		Stderr:       os.Stderr,
+		Logger:       g.log,
+	})
+}
+
+// kubeClient is the Kubernetes API client: from Options (tests), a
+// kubeconfig file, or the in-cluster service account.
+func (g *Gateway) kubeClient(kubeconfig string) (k8s.Interface, error) {
+	if g.opt.KubeClient != nil {
+		return g.opt.KubeClient, nil
+	}
+	var rc *rest.Config
+	var err error
+	if kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return k8s.NewForConfig(rc)
 }
 
 // startController runs an upstream's autoscaler under the gateway's run

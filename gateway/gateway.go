@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/valyala/fasthttp"
+	k8s "k8s.io/client-go/kubernetes"
 
 	"github.com/scaleout/scaleout/autoscale"
 	"github.com/scaleout/scaleout/balancer"
@@ -32,10 +33,15 @@ type Options struct {
 	// Registry receives the gateway's metrics. Default: a new registry
 	// with the Go and process collectors.
 	Registry *prometheus.Registry
+	// KubeClient is the Kubernetes API client of autoscalers with the
+	// kubernetes provider. Default: built from the upstream's kubeconfig,
+	// or the in-cluster service account.
+	KubeClient k8s.Interface
 }
 
 // Gateway is a running (or ready to run) scaleout gateway.
 type Gateway struct {
+	opt     Options
 	log     *slog.Logger
 	reg     *prometheus.Registry
 	metrics *gatewayMetrics
@@ -78,6 +84,7 @@ func New(cfg *config.Config, opt Options) (*Gateway, error) {
 		opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	g := &Gateway{
+		opt:   opt,
 		log:   opt.Logger,
 		reg:   opt.Registry,
 		cfg:   cfg,

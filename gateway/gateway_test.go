@@ -380,3 +380,12 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("Run = %v", err)
 	}
 }
+
+func TestKubernetesProviderNeedsAClient(t *testing.T) {
+	a := newTestBackend(t, "a")
+	src := strings.Replace(oneUpstream("round-robin", "", a), "    health:", "    autoscale:\n      provider: kubernetes\n      kubernetes: {deployment: web, kubeconfig: /nonexistent/kubeconfig}\n    health:", 1)
+	_, err := New(parse(t, src), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err == nil || !strings.Contains(err.Error(), "kubernetes client") {
+		t.Errorf("New with an unreadable kubeconfig: %v", err)
+	}
+}
