@@ -74,7 +74,8 @@ type Server struct {
 	ReadHeaderTimeout Duration `yaml:"read_header_timeout"`
 	// IdleTimeout closes idle client keep-alive connections. Default 60s.
 	IdleTimeout Duration `yaml:"idle_timeout"`
-	// MaxHeaderBytes bounds the request header block (431 beyond). Default 64KiB.
+	// MaxHeaderBytes bounds the request header block (431 beyond); it is
+	// also each client connection's read buffer. Default 16KiB.
 	MaxHeaderBytes ByteSize `yaml:"max_header_bytes"`
 	// MaxBodyBytes bounds a request body (413 beyond). Default 10MiB.
 	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`

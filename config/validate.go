@@ -32,7 +32,7 @@ func (c *Config) applyDefaults() {
 	s := &c.Server
 	def(&s.ReadHeaderTimeout, Duration(10*time.Second))
 	def(&s.IdleTimeout, Duration(60*time.Second))
-	def(&s.MaxHeaderBytes, 64<<10)
+	def(&s.MaxHeaderBytes, 16<<10)
 	def(&s.MaxBodyBytes, 10<<20)
 	def(&s.BodyReadTimeout, Duration(60*time.Second))
 	def(&s.GracePeriod, Duration(30*time.Second))
