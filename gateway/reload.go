@@ -53,6 +53,18 @@ func (g *Gateway) Reload(cfg *config.Config) (err error) {
 					}
 				}
 			}
+			// Instances an autoscaler added are its own, not the file's:
+			// they stay (unless it is draining them already, which a
+			// listing here would call off).
+			if p.u.ctl != nil {
+				for _, b := range p.u.pool.Backends() {
+					if !hasFileBackend(&p.u.cfg, b.ID) && !hasID(bs, b.ID) && b.State() != balancer.Draining {
+						if nb, err := balancer.NewBackend(b.URL.String(), b.CurrentWeight()); err == nil {
+							bs = append(bs, nb)
+						}
+					}
+				}
+			}
 		}
 		if _, err := balancer.New(name, p.bcfg, nil); err != nil {
 			return fmt.Errorf("reload: upstream %s: %w", name, err)

@@ -501,6 +501,17 @@ routes:
 		return n
 	}
 	waitFor(t, func() bool { return instances() == 2 }, "2 instances to start")
+	// Regression: a reload dropped every instance the autoscaler had added.
+	g.Process.Signal(syscall.SIGHUP)
+	time.Sleep(700 * time.Millisecond)
+	if n := instances(); n != 2 {
+		t.Fatalf("after SIGHUP the pool has %d healthy instances, want the autoscaler's 2\n%s", n, log.String())
+	}
+	if resp, err := http.Get("http://" + listen + "/after-reload"); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("request after reload: %v %v", err, resp)
+	} else {
+		resp.Body.Close()
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
