@@ -24,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/scaleout/scaleout/bench/internal/benchkit"
 )
 
 func main() {
@@ -71,7 +73,7 @@ type options struct {
 type contender struct {
 	name string
 	url  string
-	p    *proc
+	p    *benchkit.Proc
 	// hit reports whether a response was served from the cache, and the
 	// header value that says so.
 	hit func(h http.Header) (bool, string)
@@ -104,24 +106,24 @@ func run(ctx context.Context, o options) error {
 		cpuC, cpuL = "0", "1"
 	}
 
-	var procs []*proc
+	var procs []*benchkit.Proc
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop()
+			procs[i].Stop()
 		}
 	}()
-	bport, err := freePort()
+	bport, err := benchkit.FreePort()
 	if err != nil {
 		return err
 	}
 	backend := fmt.Sprintf("127.0.0.1:%d", bport)
-	bp, err := start("origin", o.dir, cpuL, []string{"GOMAXPROCS=1"}, self, "backend", "-listen", backend, "-body", strconv.Itoa(o.body))
+	bp, err := benchkit.Start("origin", o.dir, cpuL, []string{"GOMAXPROCS=1"}, self, "backend", "-listen", backend, "-body", strconv.Itoa(o.body))
 	if err != nil {
 		return err
 	}
 	procs = append(procs, bp)
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = waitReady(rctx, "http://"+backend+"/__fetches", bp)
+	err = benchkit.WaitReady(rctx, "http://"+backend+"/__fetches", bp)
 	cancel()
 	if err != nil {
 		return err
@@ -152,21 +154,21 @@ func run(ctx context.Context, o options) error {
 		return fmt.Errorf("-only %q names no contender (%s)", o.only, strings.Join(all, ","))
 	}
 
-	load := wrkLoad{lua: o.lua, cpus: cpuL, threads: o.threads, conns: o.conns, duration: o.duration}
+	load := benchkit.WrkLoad{Lua: o.lua, CPUs: cpuL, Threads: o.threads, Conns: o.conns, Duration: o.duration}
 	for _, c := range cs {
 		if err := warm(ctx, c); err != nil {
 			return err
 		}
 		if o.warmup > 0 {
-			if _, err := load.run(ctx, c.url, o.warmup); err != nil {
+			if _, err := load.Run(ctx, c.url, o.warmup); err != nil {
 				return err
 			}
 		}
 	}
 
-	loadStart := loadAvg()
+	loadStart := benchkit.LoadAvg()
 	started := time.Now().UTC()
-	res := map[string][]wrkResult{}
+	res := map[string][]benchkit.WrkResult{}
 	for r := 0; r < o.rounds; r++ {
 		for i := range cs {
 			c := cs[(i+r)%len(cs)]
@@ -174,12 +176,12 @@ func run(ctx context.Context, o options) error {
 			if err != nil {
 				return err
 			}
-			cpu0 := cpuSeconds(c.p.pid())
-			w, err := load.run(ctx, c.url, o.duration)
+			cpu0 := benchkit.CPUSeconds(c.p.PID())
+			w, err := load.Run(ctx, c.url, o.duration)
 			if err != nil {
 				return err
 			}
-			w.CPUSeconds = cpuSeconds(c.p.pid()) - cpu0
+			w.CPUSeconds = benchkit.CPUSeconds(c.p.PID()) - cpu0
 			f1, err := fetches(ctx, backend)
 			if err != nil {
 				return err
@@ -187,10 +189,10 @@ func run(ctx context.Context, o options) error {
 			w.OriginFetches = f1 - f0
 			res[c.name] = append(res[c.name], w)
 			fmt.Fprintf(os.Stderr, "round %d %-15s %9.0f req/s  p99 %6.2f ms  cpu %.2f  errors %d  origin fetches %d  (load %s)\n",
-				r+1, c.name, w.RPS, float64(w.P99US)/1000, w.CPUSeconds/o.duration.Seconds(), w.Errors, w.OriginFetches, loadAvg())
+				r+1, c.name, w.RPS, float64(w.P99US)/1000, w.CPUSeconds/o.duration.Seconds(), w.Errors, w.OriginFetches, benchkit.LoadAvg())
 		}
 	}
-	loadEnd := loadAvg()
+	loadEnd := benchkit.LoadAvg()
 
 	fmt.Printf("Measured %s UTC, %d rounds × %s per contender in rotating order, `wrk -t%d -c%d -d%s` on one URL",
 		started.Format("2006-01-02 15:04"), o.rounds, o.duration, o.threads, o.conns, o.duration)
@@ -202,7 +204,7 @@ func run(ctx context.Context, o options) error {
 
 	if o.profile > 0 && o.prof != "" {
 		for _, c := range cs {
-			c.p.stop()
+			c.p.Stop()
 		}
 		procs = procs[:1]
 		pp, err := profileHitPath(ctx, o, backend, cpuC, load)
@@ -218,7 +220,7 @@ func run(ctx context.Context, o options) error {
 
 // launch writes the contender's configuration and starts it.
 func launch(name string, o options, backend, cpus string) (*contender, error) {
-	port, err := freePort()
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +232,7 @@ func launch(name string, o options, backend, cpus string) (*contender, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.p, err = start(name, o.dir, cpus, []string{"GOMAXPROCS=1"}, o.scaleout, "serve", "--config", cfg, "--watch", "0")
+		c.p, err = benchkit.Start(name, o.dir, cpus, []string{"GOMAXPROCS=1"}, o.scaleout, "serve", "--config", cfg, "--watch", "0")
 		if err != nil {
 			return nil, err
 		}
@@ -245,7 +247,7 @@ func launch(name string, o options, backend, cpus string) (*contender, error) {
 		if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, listen, backend)), 0o644); err != nil {
 			return nil, err
 		}
-		c.p, err = start(name, o.dir, cpus, nil, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
+		c.p, err = benchkit.Start(name, o.dir, cpus, nil, "nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +256,7 @@ func launch(name string, o options, backend, cpus string) (*contender, error) {
 		}
 	case "varnish":
 		dir := filepath.Join(o.dir, "varnish")
-		c.p, err = start(name, o.dir, cpus, nil, "varnishd", "-F", "-a", listen, "-b", backend,
+		c.p, err = benchkit.Start(name, o.dir, cpus, nil, "varnishd", "-F", "-a", listen, "-b", backend,
 			"-s", "malloc,64m", "-n", dir, "-p", "thread_pools=1")
 		if err != nil {
 			return nil, err
@@ -268,7 +270,7 @@ func launch(name string, o options, backend, cpus string) (*contender, error) {
 	}
 	rctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return c, waitReady(rctx, c.url, c.p)
+	return c, benchkit.WaitReady(rctx, c.url, c.p)
 }
 
 // nginxConf: proxy_cache with a keys zone, proxy_cache_valid, one worker,
@@ -310,7 +312,7 @@ http {
 `
 
 func scaleoutConfig(o options, name, listen, backend string) (string, error) {
-	aport, err := freePort()
+	aport, err := benchkit.FreePort()
 	if err != nil {
 		return "", err
 	}
@@ -371,7 +373,7 @@ func fetches(ctx context.Context, backend string) (int64, error) {
 	return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 }
 
-func report(w io.Writer, cs []*contender, res map[string][]wrkResult, d time.Duration) {
+func report(w io.Writer, cs []*contender, res map[string][]benchkit.WrkResult, d time.Duration) {
 	fmt.Fprintln(w, "| contender | req/s median | req/s min–max | p99 ms median (min–max) | CPU cores used | req/s per CPU-core | errors | origin fetches |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	med := map[string]float64{}
@@ -389,10 +391,10 @@ func report(w io.Writer, cs []*contender, res map[string][]wrkResult, d time.Dur
 			errs += r.Errors
 			orig += r.OriginFetches
 		}
-		s, p, u, e := summarize(rps), summarize(p99), summarize(cpu), summarize(per)
-		med[c.name], eff[c.name] = s.med, e.med
+		s, p, u, e := benchkit.Summarize(rps), benchkit.Summarize(p99), benchkit.Summarize(cpu), benchkit.Summarize(per)
+		med[c.name], eff[c.name] = s.Med, e.Med
 		fmt.Fprintf(w, "| %s | %.0f | %.0f–%.0f | %.2f (%.2f–%.2f) | %.2f | %.0f | %d | %d |\n",
-			c.name, s.med, s.min, s.max, p.med, p.min, p.max, u.med, e.med, errs, orig)
+			c.name, s.Med, s.Min, s.Max, p.Med, p.Min, p.Max, u.Med, e.Med, errs, orig)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| ratio | req/s (medians) | req/s per CPU-core (medians) |")
@@ -417,8 +419,8 @@ func ratio(a, b float64) float64 {
 // profileHitPath runs bench/scaleoutprof (the gateway with a CPU profile
 // between SIGUSR1 and SIGUSR2) with the memory-only configuration under the
 // same wrk load and prints the top of the profile.
-func profileHitPath(ctx context.Context, o options, backend, cpus string, load wrkLoad) (*proc, error) {
-	port, err := freePort()
+func profileHitPath(ctx context.Context, o options, backend, cpus string, load benchkit.WrkLoad) (*benchkit.Proc, error) {
+	port, err := benchkit.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -428,7 +430,7 @@ func profileHitPath(ctx context.Context, o options, backend, cpus string, load w
 		return nil, err
 	}
 	cpuOut := filepath.Join(o.dir, "hit-cpu.pprof")
-	p, err := start("scaleoutprof", o.dir, cpus, []string{"GOMAXPROCS=1"}, o.prof, "-config", cfg,
+	p, err := benchkit.Start("scaleoutprof", o.dir, cpus, []string{"GOMAXPROCS=1"}, o.prof, "-config", cfg,
 		"-cpuprofile", cpuOut, "-allocprofile", filepath.Join(o.dir, "hit-allocs.pprof"))
 	if err != nil {
 		return nil, err
@@ -436,7 +438,7 @@ func profileHitPath(ctx context.Context, o options, backend, cpus string, load w
 	c := &contender{name: "scaleoutprof", url: "http://" + listen + "/object", p: p,
 		hit: func(h http.Header) (bool, string) { return h.Get("X-Cache") == "HIT", "X-Cache: " + h.Get("X-Cache") }}
 	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	err = waitReady(rctx, c.url, p)
+	err = benchkit.WaitReady(rctx, c.url, p)
 	cancel()
 	if err != nil {
 		return p, err
@@ -444,15 +446,15 @@ func profileHitPath(ctx context.Context, o options, backend, cpus string, load w
 	if err := warm(ctx, c); err != nil {
 		return p, err
 	}
-	if _, err := load.run(ctx, c.url, 2*time.Second); err != nil {
+	if _, err := load.Run(ctx, c.url, 2*time.Second); err != nil {
 		return p, err
 	}
-	_ = syscall.Kill(p.pid(), syscall.SIGUSR1)
-	w, err := load.run(ctx, c.url, o.profile)
+	_ = syscall.Kill(p.PID(), syscall.SIGUSR1)
+	w, err := load.Run(ctx, c.url, o.profile)
 	if err != nil {
 		return p, err
 	}
-	_ = syscall.Kill(p.pid(), syscall.SIGUSR2)
+	_ = syscall.Kill(p.PID(), syscall.SIGUSR2)
 	time.Sleep(time.Second)
 	logb, _ := os.ReadFile(filepath.Join(o.dir, "scaleoutprof.log"))
 	fmt.Printf("### Hit-path CPU profile\n\n`bench/scaleoutprof` (the gateway as `scaleout serve`, memory layer only, GOMAXPROCS=1, pinned) under the same wrk load for %s: %.0f req/s. Allocation window: `%s`. Profile: `%s`.\n\n",

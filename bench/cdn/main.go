@@ -23,6 +23,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/scaleout/scaleout/bench/internal/benchkit"
 )
 
 // cdnHost is the CDN host the rewriting route points assets at.
@@ -69,7 +71,7 @@ type options struct {
 // target is one URL under load; p is the process whose CPU is counted.
 type target struct {
 	name, url string
-	p         *proc
+	p         *benchkit.Proc
 }
 
 func run(ctx context.Context, o options) error {
@@ -96,28 +98,28 @@ func run(ctx context.Context, o options) error {
 	if o.pin {
 		cpuG, cpuL = "0", "1"
 	}
-	var procs []*proc
+	var procs []*benchkit.Proc
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
-			procs[i].stop()
+			procs[i].Stop()
 		}
 	}()
 
-	oport, err := freePort()
+	oport, err := benchkit.FreePort()
 	if err != nil {
 		return err
 	}
 	origin := fmt.Sprintf("127.0.0.1:%d", oport)
-	op, err := start("origin", o.dir, cpuL, []string{"GOMAXPROCS=1"}, self, "static", "-listen", origin, "-page", o.page)
+	op, err := benchkit.Start("origin", o.dir, cpuL, []string{"GOMAXPROCS=1"}, self, "static", "-listen", origin, "-page", o.page)
 	if err != nil {
 		return err
 	}
 	procs = append(procs, op)
-	gport, err := freePort()
+	gport, err := benchkit.FreePort()
 	if err != nil {
 		return err
 	}
-	aport, err := freePort()
+	aport, err := benchkit.FreePort()
 	if err != nil {
 		return err
 	}
@@ -126,7 +128,7 @@ func run(ctx context.Context, o options) error {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(gatewayConf, gw, aport, origin, cdnHost)), 0o644); err != nil {
 		return err
 	}
-	gp, err := start("scaleout", o.dir, cpuG, []string{"GOMAXPROCS=1"}, o.scaleout, "serve", "--config", cfg, "--watch", "0")
+	gp, err := benchkit.Start("scaleout", o.dir, cpuG, []string{"GOMAXPROCS=1"}, o.scaleout, "serve", "--config", cfg, "--watch", "0")
 	if err != nil {
 		return err
 	}
@@ -143,7 +145,7 @@ func run(ctx context.Context, o options) error {
 	}
 	for _, t := range ts {
 		rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := waitReady(rctx, t.url, t.p)
+		err := benchkit.WaitReady(rctx, t.url, t.p)
 		cancel()
 		if err != nil {
 			return err
@@ -154,29 +156,29 @@ func run(ctx context.Context, o options) error {
 		return err
 	}
 
-	load := wrkLoad{lua: o.lua, cpus: cpuL, threads: o.threads, conns: o.conns, duration: o.duration}
+	load := benchkit.WrkLoad{Lua: o.lua, CPUs: cpuL, Threads: o.threads, Conns: o.conns, Duration: o.duration}
 	for _, t := range ts {
 		if o.warmup > 0 {
-			if _, err := load.run(ctx, t.url, o.warmup); err != nil {
+			if _, err := load.Run(ctx, t.url, o.warmup); err != nil {
 				return err
 			}
 		}
 	}
-	loadStart := loadAvg()
+	loadStart := benchkit.LoadAvg()
 	started := time.Now().UTC()
-	res := map[string][]wrkResult{}
+	res := map[string][]benchkit.WrkResult{}
 	for r := 0; r < o.rounds; r++ {
 		for i := range ts {
 			t := ts[(i+r)%len(ts)]
-			cpu0 := cpuSeconds(t.p.pid())
-			w, err := load.run(ctx, t.url, o.duration)
+			cpu0 := benchkit.CPUSeconds(t.p.PID())
+			w, err := load.Run(ctx, t.url, o.duration)
 			if err != nil {
 				return err
 			}
-			w.CPUSeconds = cpuSeconds(t.p.pid()) - cpu0
+			w.CPUSeconds = benchkit.CPUSeconds(t.p.PID()) - cpu0
 			res[t.name] = append(res[t.name], w)
 			fmt.Fprintf(os.Stderr, "round %d %-28s %7.0f req/s  p99 %7.2f ms  cpu %.2f  errors %d  (load %s)\n",
-				r+1, t.name, w.RPS, float64(w.P99US)/1000, w.CPUSeconds/o.duration.Seconds(), w.Errors, loadAvg())
+				r+1, t.name, w.RPS, float64(w.P99US)/1000, w.CPUSeconds/o.duration.Seconds(), w.Errors, benchkit.LoadAvg())
 		}
 	}
 	fmt.Printf("Page: `%s` (%d bytes; %d asset references rewritten to `%s`, the rewritten page is %d bytes). "+
@@ -186,7 +188,7 @@ func run(ctx context.Context, o options) error {
 	if o.pin {
 		fmt.Printf(", the gateway pinned to CPU 0 with GOMAXPROCS=1, wrk and the origin to CPU 1")
 	}
-	fmt.Printf(". Load average %s at the start, %s at the end.\n\n", loadStart, loadAvg())
+	fmt.Printf(". Load average %s at the start, %s at the end.\n\n", loadStart, benchkit.LoadAvg())
 	report(os.Stdout, ts, res, o.duration)
 	return nil
 }
@@ -255,7 +257,7 @@ func check(ctx context.Context, ts []*target, page []byte) (refs, size int, err 
 	return refs, size, nil
 }
 
-func report(w io.Writer, ts []*target, res map[string][]wrkResult, d time.Duration) {
+func report(w io.Writer, ts []*target, res map[string][]benchkit.WrkResult, d time.Duration) {
 	fmt.Fprintln(w, "| target | req/s median | req/s min–max | p99 ms median (min–max) | MB/s to clients | CPU cores used | CPU ms per page | errors |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|")
 	med := map[string]float64{}
@@ -273,10 +275,10 @@ func report(w io.Writer, ts []*target, res map[string][]wrkResult, d time.Durati
 			}
 			errs += r.Errors
 		}
-		s, p, m, u, c := summarize(rps), summarize(p99), summarize(mbs), summarize(cpu), summarize(per)
-		med[t.name], cpuPer[t.name] = s.med, c.med
+		s, p, m, u, c := benchkit.Summarize(rps), benchkit.Summarize(p99), benchkit.Summarize(mbs), benchkit.Summarize(cpu), benchkit.Summarize(per)
+		med[t.name], cpuPer[t.name] = s.Med, c.Med
 		fmt.Fprintf(w, "| %s | %.0f | %.0f–%.0f | %.2f (%.2f–%.2f) | %.0f | %.2f | %.3f | %d |\n",
-			t.name, s.med, s.min, s.max, p.med, p.min, p.max, m.med, u.med, c.med, errs)
+			t.name, s.Med, s.Min, s.Max, p.Med, p.Min, p.Max, m.Med, u.Med, c.Med, errs)
 	}
 	fmt.Fprintln(w)
 	rw, plain := ts[0].name, ts[1].name

@@ -1,4 +1,4 @@
-package main
+package benchkit
 
 import (
 	"bytes"
@@ -11,9 +11,9 @@ import (
 	"time"
 )
 
-// wrkResult is the JSON line bench/lb/report.lua prints at the end of a
+// WrkResult is the JSON line bench/lb/report.lua prints at the end of a
 // wrk run (latencies in microseconds).
-type wrkResult struct {
+type WrkResult struct {
 	Requests      int64   `json:"requests"`
 	DurationUS    int64   `json:"duration_us"`
 	Bytes         int64   `json:"bytes"`
@@ -33,40 +33,40 @@ type wrkResult struct {
 	OriginFetches int64   `json:"-"`
 }
 
-// wrkLoad is one fixed wrk load: the same for every contender.
-type wrkLoad struct {
-	lua      string // bench/lb/report.lua
-	cpus     string // taskset CPU list for wrk; empty: none
-	threads  int
-	conns    int
-	duration time.Duration
+// WrkLoad is one fixed wrk load: the same for every contender.
+type WrkLoad struct {
+	Lua      string // bench/lb/report.lua
+	CPUs     string // taskset CPU list for wrk; empty: none
+	Threads  int
+	Conns    int
+	Duration time.Duration
 }
 
-// run loads url for the configured duration (bounded by a timeout of twice
+// Run loads url for the configured duration (bounded by a timeout of twice
 // that plus 10 s) and returns wrk's totals.
-func (w wrkLoad) run(ctx context.Context, url string, d time.Duration) (wrkResult, error) {
+func (w WrkLoad) Run(ctx context.Context, url string, d time.Duration) (WrkResult, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*d+10*time.Second)
 	defer cancel()
-	argv := []string{"wrk", "-t" + strconv.Itoa(w.threads), "-c" + strconv.Itoa(w.conns),
-		"-d" + strconv.Itoa(int(d.Seconds())) + "s", "--timeout", "5s", "-s", w.lua, url}
-	if w.cpus != "" {
-		argv = append([]string{"taskset", "-c", w.cpus}, argv...)
+	argv := []string{"wrk", "-t" + strconv.Itoa(w.Threads), "-c" + strconv.Itoa(w.Conns),
+		"-d" + strconv.Itoa(int(d.Seconds())) + "s", "--timeout", "5s", "-s", w.Lua, url}
+	if w.CPUs != "" {
+		argv = append([]string{"taskset", "-c", w.CPUs}, argv...)
 	}
 	out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 	if err != nil {
-		return wrkResult{}, fmt.Errorf("wrk %s: %w: %s", url, err, out)
+		return WrkResult{}, fmt.Errorf("wrk %s: %w: %s", url, err, out)
 	}
 	i := bytes.Index(out, []byte("WRKJSON "))
 	if i < 0 {
-		return wrkResult{}, fmt.Errorf("wrk %s: no WRKJSON line in: %s", url, out)
+		return WrkResult{}, fmt.Errorf("wrk %s: no WRKJSON line in: %s", url, out)
 	}
 	line := out[i+len("WRKJSON "):]
 	if j := bytes.IndexByte(line, '\n'); j >= 0 {
 		line = line[:j]
 	}
-	var r wrkResult
+	var r WrkResult
 	if err := json.Unmarshal(line, &r); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk %s: parsing %q: %w", url, line, err)
+		return WrkResult{}, fmt.Errorf("wrk %s: parsing %q: %w", url, line, err)
 	}
 	if r.DurationUS > 0 {
 		r.RPS = float64(r.Requests) / (float64(r.DurationUS) / 1e6)
@@ -75,12 +75,12 @@ func (w wrkLoad) run(ctx context.Context, url string, d time.Duration) (wrkResul
 	return r, nil
 }
 
-// summary is the median and range of one figure over the rounds.
-type summary struct{ med, min, max float64 }
+// Summary is the median and range of one figure over the rounds.
+type Summary struct{ Med, Min, Max float64 }
 
-func summarize(xs []float64) summary {
+func Summarize(xs []float64) Summary {
 	if len(xs) == 0 {
-		return summary{}
+		return Summary{}
 	}
 	s := append([]float64(nil), xs...)
 	sort.Float64s(s)
@@ -88,5 +88,5 @@ func summarize(xs []float64) summary {
 	if len(s)%2 == 0 {
 		m = (s[len(s)/2-1] + s[len(s)/2]) / 2
 	}
-	return summary{med: m, min: s[0], max: s[len(s)-1]}
+	return Summary{Med: m, Min: s[0], Max: s[len(s)-1]}
 }

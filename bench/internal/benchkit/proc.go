@@ -1,4 +1,7 @@
-package main
+// Package benchkit holds what the self-contained benchmark programs under
+// bench/ share: starting and stopping the contenders' processes, reading
+// their CPU time, and running wrk.
+package benchkit
 
 import (
 	"bytes"
@@ -16,18 +19,18 @@ import (
 	"time"
 )
 
-// proc is a process this benchmark started, in its own process group so
+// Proc is a process this benchmark started, in its own process group so
 // that stopping it also stops its children (nginx's worker, varnishd's
 // cache process).
-type proc struct {
+type Proc struct {
 	name string
 	cmd  *exec.Cmd
 	done chan struct{}
 }
 
-// start runs argv (behind `taskset -c cpus` when cpus is set) with extra
+// Start runs argv (behind `taskset -c cpus` when cpus is set) with extra
 // environment, logging to dir/name.log.
-func start(name, dir, cpus string, env []string, argv ...string) (*proc, error) {
+func Start(name, dir, cpus string, env []string, argv ...string) (*Proc, error) {
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
 	}
@@ -43,7 +46,7 @@ func start(name, dir, cpus string, env []string, argv ...string) (*proc, error) 
 		_ = logf.Close()
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &Proc{name: name, cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		_ = logf.Close()
@@ -52,11 +55,11 @@ func start(name, dir, cpus string, env []string, argv ...string) (*proc, error) 
 	return p, nil
 }
 
-// pid is the process started (taskset execs the program in place).
-func (p *proc) pid() int { return p.cmd.Process.Pid }
+// PID is the process started (taskset execs the program in place).
+func (p *Proc) PID() int { return p.cmd.Process.Pid }
 
-// stop sends SIGTERM to the group, then SIGKILL after 5 s.
-func (p *proc) stop() {
+// Stop sends SIGTERM to the group, then SIGKILL after 5 s.
+func (p *Proc) Stop() {
 	pgid := p.cmd.Process.Pid
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	select {
@@ -67,8 +70,8 @@ func (p *proc) stop() {
 	}
 }
 
-// exited reports whether the process has ended.
-func (p *proc) exited() bool {
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -77,8 +80,8 @@ func (p *proc) exited() bool {
 	}
 }
 
-// cpuSeconds is the user+system CPU time of pid and all its descendants.
-func cpuSeconds(pid int) float64 {
+// CPUSeconds is the user+system CPU time of pid and all its descendants.
+func CPUSeconds(pid int) float64 {
 	children := map[int][]int{}
 	ticks := map[int]float64{}
 	ents, _ := os.ReadDir("/proc")
@@ -129,8 +132,8 @@ func readStat(pid int) (ppid int, ticks float64, ok bool) {
 	return ppid, u + s, true
 }
 
-// freePort returns a loopback port nobody listens on right now.
-func freePort() (int, error) {
+// FreePort returns a loopback port nobody listens on right now.
+func FreePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
@@ -139,11 +142,11 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-// waitReady polls url until it answers (any status) or ctx ends.
-func waitReady(ctx context.Context, url string, p *proc) error {
+// WaitReady polls url until it answers (any status) or ctx ends.
+func WaitReady(ctx context.Context, url string, p *Proc) error {
 	c := &http.Client{Timeout: time.Second}
 	for {
-		if p != nil && p.exited() {
+		if p != nil && p.Exited() {
 			return fmt.Errorf("%s exited before answering (see its log)", p.name)
 		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -160,8 +163,8 @@ func waitReady(ctx context.Context, url string, p *proc) error {
 	}
 }
 
-// loadAvg is the first three fields of /proc/loadavg.
-func loadAvg() string {
+// LoadAvg is the first three fields of /proc/loadavg.
+func LoadAvg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
 		return "?"
