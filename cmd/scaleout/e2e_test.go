@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scaleout/scaleout/realtime"
 )
 
 // binary is the scaleout command built once for the tests that run it as
@@ -618,6 +620,91 @@ func TestShardRebalanceFlags(t *testing.T) {
 		}
 		if code != tt.code || !strings.Contains(string(out), tt.want) {
 			t.Errorf("%v: exit %d, output %q; want exit %d mentioning %q", tt.args, code, out, tt.code, tt.want)
+		}
+	}
+}
+
+// TestRealtimeAcrossGatewayProcesses: two `scaleout serve` processes share
+// a Redis broker; a user connected to node B gets what node A's admin API
+// publishes, and a user with a connection on each node gets it once on each.
+func TestRealtimeAcrossGatewayProcesses(t *testing.T) {
+	dir := t.TempDir()
+	app := startCounting(t, dir, 0)
+	secret := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	type node struct{ listen, admin string }
+	var nodes []node
+	for i := 0; i < 2; i++ {
+		n := node{freeAddr(t), freeAddr(t)}
+		cfg := fmt.Sprintf(`listen: %s
+admin: {listen: %s}
+realtime: {broker: redis, redis_url: "redis://127.0.0.1:6379/0", secret: %s}
+upstreams:
+  app: {backends: [{url: %s}]}
+routes:
+  - {path_prefix: /, upstream: app, realtime: {path: /ws}}
+`, n.listen, n.admin, secret, app.url)
+		path := filepath.Join(dir, fmt.Sprintf("node%d.yaml", i))
+		os.WriteFile(path, []byte(cfg), 0o644)
+		startProc(t, exec.Command(binary, "serve", "--config", path))
+		waitHTTP(t, "http://"+n.admin+"/healthz")
+		nodes = append(nodes, n)
+	}
+	channel := fmt.Sprintf("e2e-%d", time.Now().UnixNano())
+	tok, err := realtime.SignToken([]byte(secret), realtime.Claims{User: "bob", Channels: []string{channel}, Expires: time.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var clients []*realtime.Client
+	for _, n := range nodes {
+		c, err := realtime.Dial(ctx, "ws://"+n.listen+"/ws", tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Subscribe(ctx, channel, nil); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	publish := func(body string) {
+		resp, err := http.Post("http://"+nodes[0].admin+"/api/publish", "application/json", strings.NewReader(body))
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("publish on node A: %v %v", err, resp)
+		}
+		resp.Body.Close()
+	}
+	// Subscriptions reach the broker asynchronously: wait until node B
+	// receives, then count exactly.
+	for {
+		publish(fmt.Sprintf(`{"channel": %q, "data": "warm"}`, channel))
+		fctx, fcancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		_, err := clients[1].Next(fctx)
+		fcancel()
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("node B never received node A's publication")
+		}
+	}
+	publish(`{"user": "bob", "data": "only-once"}`)
+	for i, c := range clients {
+		got := 0
+		for {
+			fctx, fcancel := context.WithTimeout(ctx, 700*time.Millisecond)
+			f, err := c.Next(fctx)
+			fcancel()
+			if err != nil {
+				break
+			}
+			if strings.Contains(string(f.Data), "only-once") {
+				got++
+			}
+		}
+		if got != 1 {
+			t.Errorf("connection on node %d got the user message %d times, want once", i, got)
 		}
 	}
 }
