@@ -72,12 +72,11 @@ func reqHeader(ctx *fasthttp.RequestCtx) func(string) string {
 }
 
 func requestDirectives(h *fasthttp.RequestHeader) httpcache.Directives {
-	var vals []string
-	h.VisitAll(func(k, v []byte) {
-		if strings.EqualFold(string(k), "Cache-Control") {
-			vals = append(vals, string(v))
-		}
-	})
+	lines := h.PeekAll(fasthttp.HeaderCacheControl)
+	vals := make([]string, len(lines))
+	for i, v := range lines {
+		vals[i] = string(v)
+	}
 	d := httpcache.ParseCacheControl(vals...)
 	if len(vals) == 0 && bytes.Contains(h.Peek("Pragma"), []byte("no-cache")) {
 		d.NoCache = true
