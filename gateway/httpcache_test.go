@@ -81,7 +81,9 @@ func (o *origin) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		fmt.Fprint(w, "etag body "+etag)
 	case "/swr":
-		h.Set("Cache-Control", "max-age=1, stale-while-revalidate=30")
+		// max-age=2, not 1: Date has one-second resolution, so a refreshed
+		// entry may start up to a second old.
+		h.Set("Cache-Control", "max-age=2, stale-while-revalidate=30")
 		time.Sleep(50 * time.Millisecond)
 		fmt.Fprintf(w, "swr %d", n)
 	case "/sie":
@@ -360,7 +362,7 @@ func TestHTTPCacheStaleWhileRevalidate(t *testing.T) {
 	o := newOrigin(t)
 	_, base, _ := cachedGateway(t, o, "", "")
 	do(t, "GET", base+"/swr")
-	time.Sleep(1100 * time.Millisecond)
+	time.Sleep(2100 * time.Millisecond)
 	r := do(t, "GET", base+"/swr")
 	if r.header.Get("X-Cache") != "STALE" || r.body != "swr 1" {
 		t.Fatalf("stale-while-revalidate: %q %q", r.header.Get("X-Cache"), r.body)
